@@ -1,0 +1,133 @@
+// config: the YAML config (SPEC §3) parsed and validated into one immutable value. ◇
+// Thread affinity: load() runs on the control thread; a Config is read-only once built.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <tpt/address.hpp>
+#include <tpt/duration.hpp>
+#include <tpt/env.hpp>
+
+namespace tpt::config {
+
+using duration::Duration;
+using namespace std::chrono_literals;
+
+enum class LogLevel : std::uint8_t { trace, debug, info, warn, error, off };
+enum class LogFormat : std::uint8_t { text, json };
+enum class ControlFrom : std::uint8_t { loopback, any };
+
+std::string_view to_string(LogLevel l) noexcept;
+// "off" and "disable" both give off. Case-insensitive.
+std::optional<LogLevel> parse_log_level(std::string_view text);
+
+struct Admin {
+    std::optional<address::HostPort> listen = address::HostPort{"0.0.0.0", 9901, false};  // nullopt: disabled
+    ControlFrom control_from = ControlFrom::loopback;
+};
+
+struct Reload {
+    bool watch = true;
+    Duration poll_interval = 30s;  // 0 = off
+};
+
+struct Shutdown {
+    Duration delay = 0s;
+    Duration drain_timeout = 30s;  // 0 = wait forever
+};
+
+struct Header {
+    std::string name;   // an HTTP token (RFC 9110 §5.6.2), as written
+    std::string value;  // after env expansion; no CR, LF or NUL
+};
+
+// An upstream HTTP proxy hop. A Via with neither target nor use_sni_as_target is "direct".
+struct Via {
+    std::optional<address::HostPort> target;  // static CONNECT target, after env expansion
+    bool use_sni_as_target = false;
+    std::uint16_t target_port = 443;
+    Duration connect_timeout = 30s;  // TCP connect + CONNECT response
+    Duration stats_interval = 0s;    // 0 = off
+    std::vector<Header> headers;
+
+    bool is_direct() const noexcept { return !target && !use_sni_as_target; }
+};
+
+struct SniRoute {
+    std::string key;       // as written in the config (the metrics' `route` label)
+    std::string pattern;   // lower-cased key; "*.example.org" for wildcards
+    bool wildcard = false;
+    std::string upstream;  // an upstream name or a built-in
+    std::optional<Via> via;  // engaged = per-SNI override ({} = direct); else the server's
+};
+
+struct Server {
+    std::string name;
+    std::vector<address::HostPort> listen;
+    address::Family protocol = address::Family::any;
+    bool tls = false;
+    std::vector<SniRoute> sni;  // in file order
+    std::string default_upstream = "ban";
+    std::uint32_t maxclients = 100;
+    Duration client_hello_timeout = 10s;
+    Duration idle_timeout = 0s;  // 0 = never
+    std::optional<Via> via;      // nullopt or is_direct(): direct TCP
+};
+
+// A named upstream from the `upstream:` map (built-ins are not listed here).
+struct Upstream {
+    std::string name;
+    std::string url;  // after env expansion
+    address::Family family = address::Family::any;
+    address::HostPort address;
+};
+
+inline constexpr std::string_view builtin_ban = "ban";
+inline constexpr std::string_view builtin_echo = "echo";
+inline constexpr std::string_view builtin_health = "health";
+bool is_builtin(std::string_view upstream_name) noexcept;
+
+struct Config {
+    int version = 1;
+    LogLevel log = LogLevel::info;
+    LogFormat log_format = LogFormat::text;
+    Admin admin;
+    Reload reload;
+    Shutdown shutdown;
+    Duration resolve_interval = 60s;
+    std::vector<Server> servers;      // in file order
+    std::vector<Upstream> upstreams;  // in file order
+
+    const Upstream* find_upstream(std::string_view name) const noexcept;
+};
+
+// One problem in a config file. line is 1-based, 0 when unknown.
+struct ConfigError {
+    std::string file;
+    std::string yaml_path;  // e.g. servers.proxy.sni."a.example".upstream
+    int line = 0;
+    std::string message;
+
+    // "FILE:LINE: YAML_PATH: MESSAGE" (":LINE" omitted when 0, "YAML_PATH: " when empty).
+    std::string to_string() const;
+};
+
+using LoadResult = std::variant<Config, std::vector<ConfigError>>;
+
+// Parses and fully validates `text` (the content of `file`, used only in messages).
+// Collects every error it can rather than stopping at the first. Never throws.
+LoadResult load(std::string_view text, std::string_view file, const env::Lookup& lookup);
+
+// The effective config as JSON (Boost.JSON text), header values replaced by "<redacted>".
+std::string to_json(const Config& config);
+
+// Lower-case hex SHA-256 of bytes (the file content; used for change detection and
+// tpt_config_info).
+std::string sha256_hex(std::string_view bytes);
+
+}  // namespace tpt::config

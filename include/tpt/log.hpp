@@ -1,0 +1,42 @@
+// log: spdlog set-up (txt|json), the access-log line and secret-free formatting helpers.
+// Thread affinity: configure() on the control thread; the log functions from any thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <tpt/config.hpp>
+
+namespace tpt::log {
+
+// Sets the default logger: stderr, level and format. TPT_LOG (read by the caller and passed
+// as level_override) wins over the config's level. Safe to call again at reload.
+void configure(config::LogLevel level, config::LogFormat format);
+config::LogFormat current_format() noexcept;
+
+// A structured line: msg plus key/value fields. txt: `msg key=value key="va lue"`;
+// json: {"ts":"2026-…Z","level":"info","msg":…,"key":"value",…} on one line.
+// Values are escaped (control bytes never reach the terminal raw); callers never pass
+// secrets (header values) here.
+using Fields = std::vector<std::pair<std::string_view, std::string>>;
+void write(config::LogLevel level, std::string_view msg, const Fields& fields = {});
+
+inline void info(std::string_view msg, const Fields& f = {}) { write(config::LogLevel::info, msg, f); }
+inline void warn(std::string_view msg, const Fields& f = {}) { write(config::LogLevel::warn, msg, f); }
+inline void error(std::string_view msg, const Fields& f = {}) { write(config::LogLevel::error, msg, f); }
+inline void debug(std::string_view msg, const Fields& f = {}) { write(config::LogLevel::debug, msg, f); }
+bool enabled(config::LogLevel level) noexcept;
+
+// SPEC §5: one line per finished tunnel (msg "access").
+struct AccessRecord {
+    std::string server, listen, client, sni, route, upstream, connect_target;
+    std::uint64_t bytes_to_upstream = 0, bytes_to_client = 0;
+    std::uint64_t duration_ms = 0;
+    std::string_view result;  // to_string(Outcome)
+};
+void access(const AccessRecord& r);
+
+}  // namespace tpt::log

@@ -1,0 +1,49 @@
+// routing: a server's SNI → route table (exact, then longest wildcard, then default). ◇
+// Thread affinity: built on the control thread, then shared read-only by every worker.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <tpt/config.hpp>
+
+namespace tpt::routing {
+
+struct Route {
+    std::string key;       // SNI key as written, or "default" (the metrics' `route` label)
+    std::string upstream;  // upstream name or built-in
+    const config::Via* via = nullptr;  // effective via; nullptr or is_direct() = direct TCP
+    const config::Upstream* target = nullptr;  // nullptr for built-ins
+};
+
+// Borrowed pointers point into the Config, which must outlive the table (both live in one
+// snapshot).
+class Table {
+public:
+    Table(const config::Server& server, const config::Config& config);
+
+    // sni: the validated, lower-cased host name from the ClientHello, or nullopt.
+    // Cost: one hash lookup per label of sni, independent of the number of rules.
+    const Route& match(std::optional<std::string_view> sni) const;
+
+    const Route& default_route() const noexcept { return routes_.back(); }
+    const std::vector<Route>& routes() const noexcept { return routes_; }
+
+private:
+    std::vector<Route> routes_;  // sni routes in config order, then default last
+    std::unordered_map<std::string, std::size_t> exact_;     // lower-cased host -> index
+    std::unordered_map<std::string, std::size_t> wildcard_;  // suffix after "*." -> index
+};
+
+// Lower-cased route keys of the old config that are absent from (or point elsewhere in) the
+// new one, per server: what a reload removes. Used for logging a reload's effect.
+struct Diff {
+    std::vector<std::string> added_servers, removed_servers, changed_servers;
+    std::vector<std::string> added_listen, removed_listen, kept_listen;  // "host:port"
+};
+Diff diff(const config::Config& before, const config::Config& after);
+
+}  // namespace tpt::routing
