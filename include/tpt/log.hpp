@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -24,10 +25,18 @@ config::LogFormat current_format() noexcept;
 using Fields = std::vector<std::pair<std::string_view, std::string>>;
 void write(config::LogLevel level, std::string_view msg, const Fields& fields = {});
 
-inline void info(std::string_view msg, const Fields& f = {}) { write(config::LogLevel::info, msg, f); }
-inline void warn(std::string_view msg, const Fields& f = {}) { write(config::LogLevel::warn, msg, f); }
-inline void error(std::string_view msg, const Fields& f = {}) { write(config::LogLevel::error, msg, f); }
-inline void debug(std::string_view msg, const Fields& f = {}) { write(config::LogLevel::debug, msg, f); }
+inline void info(std::string_view msg, const Fields& f = {}) {
+    write(config::LogLevel::info, msg, f);
+}
+inline void warn(std::string_view msg, const Fields& f = {}) {
+    write(config::LogLevel::warn, msg, f);
+}
+inline void error(std::string_view msg, const Fields& f = {}) {
+    write(config::LogLevel::error, msg, f);
+}
+inline void debug(std::string_view msg, const Fields& f = {}) {
+    write(config::LogLevel::debug, msg, f);
+}
 bool enabled(config::LogLevel level) noexcept;
 
 // SPEC §5: one line per finished tunnel (msg "access").
@@ -38,5 +47,10 @@ struct AccessRecord {
     std::string_view result;  // to_string(Outcome)
 };
 void access(const AccessRecord& r);
+
+// Test-only: while set, every finished line (without its trailing newline) goes to `hook`
+// instead of stderr; an empty function restores stderr. Called under the sink's lock, so
+// the hook must not log.
+void set_line_hook_for_tests(std::function<void(std::string_view)> hook);
 
 }  // namespace tpt::log
