@@ -18,7 +18,9 @@ using Duration = std::chrono::milliseconds;
 // 100 years (so arithmetic on durations can never overflow).
 Result<Duration> parse(std::string_view text);
 
-// Shortest form that parse() reads back to the same value: "0s", "500ms", "1h30m".
+// Canonical form that parse() reads back to the same value: largest units first, zero parts
+// left out ("0s", "500ms", "1s500ms", "1h30m"). A negative value (never produced by parse())
+// is written with a leading '-'.
 std::string format(Duration d);
 
 }  // namespace tpt::duration

@@ -19,8 +19,11 @@ using Lookup = std::function<std::optional<std::string>(std::string_view name)>;
 //   ${NAME}       -> value; unset -> error naming NAME
 //   ${NAME:-text} -> value if set and non-empty, else text (text is literal, not expanded)
 //   $NAME         -> value; NAME is [A-Za-z_][A-Za-z0-9_]*; unset -> error naming NAME
-//   a `$` followed by anything else is kept literally.
-// Errors: unterminated "${", empty or invalid name inside ${...}, unset variable.
+//   a `$` followed by anything else (or by nothing) is kept literally.
+// A ${...} ends at its first `}`, so a default cannot contain `}`: "${A:-x}y}" is the value
+// of A (or "x") followed by the literal "y}". Nothing nests: "${A${B}}" is an invalid name.
+// Errors: unterminated "${", empty or invalid name inside ${...} (also "${:-x}", "${A:x}"),
+// unset variable.
 Result<std::string> expand(std::string_view text, const Lookup& lookup);
 
 // Lookup over the process environment (getenv).

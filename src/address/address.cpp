@@ -1,0 +1,201 @@
+#include <array>
+#include <cstddef>
+
+#include <tpt/address.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+namespace tpt::address {
+
+namespace {
+
+// hostname::is_valid (SPEC §4.2) plus a numeric-TLD rule. Kept private so that address depends
+// only on modules before it (STYLE: module order).
+bool is_dns_name(std::string_view name) noexcept {
+    if (name.empty() || name.size() > 253) {
+        return false;
+    }
+    std::size_t label = 0;
+    bool label_all_digits = true;
+    for (const char c : name) {
+        if (c == '.') {
+            if (label == 0) {
+                return false;
+            }
+            label = 0;
+            label_all_digits = true;
+            continue;
+        }
+        const bool digit = c >= '0' && c <= '9';
+        const bool ok =
+            digit || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_';
+        if (!ok || ++label > 63) {
+            return false;
+        }
+        label_all_digits = label_all_digits && digit;
+    }
+    // RFC 1123 §2.1: a top-level label is never all-numeric, so "1.2.3.256" or "10" is a
+    // mistyped address, not a name to send to DNS.
+    return label != 0 && !label_all_digits;
+}
+
+// inet_pton needs a NUL-terminated string: refuse an embedded NUL (it would cut the text)
+// and anything longer than the longest literal.
+bool pton(int family, std::string_view text) noexcept {
+    if (text.empty() || text.size() >= INET6_ADDRSTRLEN ||
+        text.find('\0') != std::string_view::npos) {
+        return false;
+    }
+    std::array<char, INET6_ADDRSTRLEN> buf{};
+    text.copy(buf.data(), text.size());
+    std::array<unsigned char, sizeof(in6_addr)> out{};
+    return inet_pton(family, buf.data(), out.data()) == 1;
+}
+
+bool is_ipv4(std::string_view text) noexcept {
+    return pton(AF_INET, text);
+}
+bool is_ipv6(std::string_view text) noexcept {
+    return pton(AF_INET6, text);
+}
+
+Error error(std::string_view text, std::string_view why) {
+    return Error{"invalid address \"" + std::string(text) + "\": " + std::string(why)};
+}
+
+}  // namespace
+
+std::string_view to_string(Family f) noexcept {
+    switch (f) {
+        case Family::any:
+            return "tcp";
+        case Family::v4:
+            return "tcp4";
+        case Family::v6:
+            return "tcp6";
+    }
+    return "tcp";
+}
+
+Result<Family> parse_family(std::string_view text) {
+    if (text == "tcp") {
+        return Family::any;
+    }
+    if (text == "tcp4") {
+        return Family::v4;
+    }
+    if (text == "tcp6") {
+        return Family::v6;
+    }
+    return Error{"invalid protocol \"" + std::string(text) + "\": expected tcp, tcp4 or tcp6"};
+}
+
+std::string HostPort::to_string() const {
+    std::string out;
+    if (is_ipv6_literal) {
+        out = "[" + host + "]";
+    } else {
+        out = host;
+    }
+    out += ':';
+    out += std::to_string(port);
+    return out;
+}
+
+bool is_ip_literal(std::string_view text) {
+    return is_ipv4(text) || is_ipv6(text);
+}
+
+Result<HostPort> parse_host_port(std::string_view text, bool allow_port_zero) {
+    HostPort hp;
+    std::string_view port;
+    if (text.starts_with('[')) {
+        const std::size_t close = text.find(']');
+        if (close == std::string_view::npos) {
+            return error(text, "missing ']'");
+        }
+        const std::string_view host = text.substr(1, close - 1);
+        // Zone ids ("fe80::1%eth0") are refused: HostPort carries no scope id, and a
+        // link-local upstream is not something a sidecar connects to.
+        if (!is_ipv6(host)) {
+            return error(text, "not an IPv6 literal inside [...]");
+        }
+        const std::string_view after = text.substr(close + 1);
+        if (!after.starts_with(':')) {
+            return error(text, "missing :port");
+        }
+        hp.host = std::string(host);
+        hp.is_ipv6_literal = true;
+        port = after.substr(1);
+    } else {
+        const std::size_t colon = text.rfind(':');
+        if (colon == std::string_view::npos) {
+            return error(text, "missing :port");
+        }
+        const std::string_view host = text.substr(0, colon);
+        if (host.empty()) {
+            return error(text, "empty host");
+        }
+        if (host.find(':') != std::string_view::npos) {
+            return error(text, "an IPv6 literal must be in brackets, e.g. [::1]:443");
+        }
+        if (!is_ipv4(host) && !is_dns_name(host)) {
+            return error(text, "host is neither an IP address nor a valid DNS name");
+        }
+        hp.host = std::string(host);
+        port = text.substr(colon + 1);
+    }
+    if (port.empty() || port.size() > 5) {
+        return error(text, "port must be a number from 1 to 65535");
+    }
+    unsigned value = 0;
+    for (const char c : port) {
+        if (c < '0' || c > '9') {
+            return error(text, "port must be a number from 1 to 65535");
+        }
+        value = value * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (value > 65535 || (value == 0 && !allow_port_zero)) {
+        return error(text, "port must be a number from 1 to 65535");
+    }
+    hp.port = static_cast<std::uint16_t>(value);
+    return hp;
+}
+
+Result<UpstreamUrl> parse_upstream_url(std::string_view text) {
+    const std::size_t sep = text.find("://");
+    if (sep == std::string_view::npos) {
+        return Error{"invalid upstream URL \"" + std::string(text) +
+                     "\": expected tcp://host:port, tcp4://... or tcp6://..."};
+    }
+    auto family = parse_family(text.substr(0, sep));
+    if (!family) {
+        return Error{"invalid upstream URL \"" + std::string(text) +
+                     "\": scheme must be tcp, tcp4 or tcp6"};
+    }
+    const std::string_view authority = text.substr(sep + 3);
+    if (authority.find_first_of("/?#") != std::string_view::npos) {
+        return Error{"invalid upstream URL \"" + std::string(text) +
+                     "\": no path, query or fragment allowed"};
+    }
+    if (authority.find('@') != std::string_view::npos) {
+        return Error{"invalid upstream URL \"" + std::string(text) + "\": no user info allowed"};
+    }
+    auto hp = parse_host_port(authority);
+    if (!hp) {
+        return Error{"invalid upstream URL \"" + std::string(text) + "\": " + hp.error()};
+    }
+    UpstreamUrl url{*family, std::move(hp).value()};
+    if (url.family == Family::v4 && url.address.is_ipv6_literal) {
+        return Error{"invalid upstream URL \"" + std::string(text) +
+                     "\": tcp4 with an IPv6 address"};
+    }
+    if (url.family == Family::v6 && is_ipv4(url.address.host)) {
+        return Error{"invalid upstream URL \"" + std::string(text) +
+                     "\": tcp6 with an IPv4 address"};
+    }
+    return url;
+}
+
+}  // namespace tpt::address
