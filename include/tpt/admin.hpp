@@ -28,7 +28,7 @@ struct Handlers {
     std::function<net::awaitable<bool>()> alive;  // GET /healthz: every event loop answered
     std::function<std::string()> config_json;     // GET /config body
     std::function<net::awaitable<ReloadAnswer>()> reload;  // POST /reload
-    std::function<bool()> control_from_any;       // admin.control_from == any
+    std::function<bool()> control_from_any;                // admin.control_from == any
 };
 using HandlersPtr = std::shared_ptr<const Handlers>;
 
@@ -36,6 +36,10 @@ struct Limits {
     std::size_t header_limit = 8 * 1024;
     std::chrono::milliseconds read_timeout = std::chrono::seconds(10);
 };
+
+// SPEC §6: /config and /reload are for loopback peers (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104)
+// unless admin.control_from is `any`.
+bool control_allowed(const net::ip::address& peer, bool control_from_any) noexcept;
 
 // Serves requests on `socket` until the peer closes, a request is bad, or a read times out.
 // `initial` holds bytes already read from the socket (the health route peeks nothing, so it
@@ -46,15 +50,18 @@ net::awaitable<void> serve(tcp::socket socket, HandlersPtr handlers, Limits limi
 class AdminServer : public std::enable_shared_from_this<AdminServer> {
 public:
     // Binds and listens now (throws boost::system::system_error on failure).
-    AdminServer(net::any_io_executor executor, const tcp::endpoint& endpoint, HandlersPtr handlers);
+    AdminServer(net::any_io_executor executor, const tcp::endpoint& endpoint, HandlersPtr handlers,
+                Limits limits = {});
     void start();
-    void stop();  // closes the acceptor; live admin connections finish on their own
+    void stop();  // closes the acceptor (on its executor); live connections finish on their own
     tcp::endpoint local_endpoint() const;
 
 private:
     net::awaitable<void> accept_loop(std::shared_ptr<AdminServer> self);
     tcp::acceptor acceptor_;
     HandlersPtr handlers_;
+    Limits limits_;
+    tcp::endpoint endpoint_;  // the bound address, kept for local_endpoint() after stop()
 };
 
 }  // namespace tpt::admin

@@ -1,0 +1,368 @@
+#include <array>
+#include <cassert>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <utility>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <tpt/metrics.hpp>
+
+#include "process.hpp"
+
+namespace tpt::metrics {
+
+namespace {
+
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+using prometheus::Labels;
+
+const Histogram::BucketBoundaries& connect_buckets() {
+    static const Histogram::BucketBoundaries buckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                     0.25,  0.5,    1,     2.5,  5,     10,   30};
+    return buckets;
+}
+
+// Lifetime of a series: handles with overlapping label sets share series (two upstreams of
+// one route share its bytes counters while a reload's old and new tunnels both live), so each
+// series is reference-counted by its metric's address (Family::Add gives the same object for
+// the same labels) and Remove()d when the last handle lets go. All of it under `mu_`.
+class Core {
+public:
+    explicit Core(std::string_view version)
+        : active_(prometheus::BuildGauge()
+                      .Name("tpt_active_connections")
+                      .Help("Connections currently open on a listen address of a server.")
+                      .Register(registry_)),
+          maxclients_(prometheus::BuildGauge()
+                          .Name("tpt_maxclients")
+                          .Help("Configured maximum of concurrent connections of a server.")
+                          .Register(registry_)),
+          route_connections_(prometheus::BuildCounter()
+                                 .Name("tpt_route_connections_total")
+                                 .Help("Connections routed to a route and upstream.")
+                                 .Register(registry_)),
+          route_active_(prometheus::BuildGauge()
+                            .Name("tpt_route_active_connections")
+                            .Help("Connections currently open on a route and upstream.")
+                            .Register(registry_)),
+          route_bytes_(prometheus::BuildCounter()
+                           .Name("tpt_route_bytes_total")
+                           .Help("Bytes relayed on a route, by direction.")
+                           .Register(registry_)),
+          route_errors_(prometheus::BuildCounter()
+                            .Name("tpt_route_errors_total")
+                            .Help("Connections on a route that ended in an error, by reason.")
+                            .Register(registry_)),
+          connect_duration_(prometheus::BuildHistogram()
+                                .Name("tpt_upstream_connect_duration_seconds")
+                                .Help("Time to connect to the upstream, CONNECT included.")
+                                .Register(registry_)),
+          rejected_(prometheus::BuildCounter()
+                        .Name("tpt_maxclients_rejected_total")
+                        .Help("Connections closed at accept because the server was full.")
+                        .Register(registry_)),
+          reloads_(prometheus::BuildCounter()
+                       .Name("tpt_config_reloads_total")
+                       .Help("Configuration reloads, by result.")
+                       .Register(registry_)),
+          last_reload_ok_(prometheus::BuildGauge()
+                              .Name("tpt_config_last_reload_successful")
+                              .Help("1 if the last configuration load or reload succeeded.")
+                              .Register(registry_)),
+          last_reload_time_(prometheus::BuildGauge()
+                                .Name("tpt_config_last_reload_success_timestamp_seconds")
+                                .Help("Unix time of the last successful configuration load.")
+                                .Register(registry_)),
+          config_info_(prometheus::BuildGauge()
+                           .Name("tpt_config_info")
+                           .Help("The SHA-256 of the configuration in use; always 1.")
+                           .Register(registry_)),
+          build_info_(prometheus::BuildGauge()
+                          .Name("tpt_build_info")
+                          .Help("The version of tpt; always 1.")
+                          .Register(registry_)) {
+        build_info_.Add({{"version", std::string(version)}}).Set(1);
+        // Both results exist from the start so that rate() sees the first failure.
+        reloads_.Add({{"result", "success"}});
+        reloads_.Add({{"result", "failure"}});
+    }
+
+    template <class T, class... Args>
+    T& acquire(Family<T>& family, const Labels& labels, Args&&... args) {
+        T& metric = family.Add(labels, std::forward<Args>(args)...);
+        ++refs_[&metric];
+        return metric;
+    }
+
+    template <class T>
+    void release(Family<T>& family, T& metric) {
+        auto it = refs_.find(&metric);
+        assert(it != refs_.end());
+        if (it != refs_.end() && --it->second == 0) {
+            refs_.erase(it);
+            family.Remove(&metric);
+        }
+    }
+
+    void set_config_hash(std::string_view sha256) {
+        if (info_ != nullptr && info_hash_ == sha256) {
+            return;
+        }
+        if (info_ != nullptr) {
+            config_info_.Remove(info_);
+        }
+        info_hash_ = sha256;
+        info_ = &config_info_.Add({{"sha256", info_hash_}});
+        info_->Set(1);
+    }
+
+    std::mutex mu_;
+    prometheus::Registry registry_;
+    Family<Gauge>& active_;
+    Family<Gauge>& maxclients_;
+    Family<Counter>& route_connections_;
+    Family<Gauge>& route_active_;
+    Family<Counter>& route_bytes_;
+    Family<Counter>& route_errors_;
+    Family<Histogram>& connect_duration_;
+    Family<Counter>& rejected_;
+    Family<Counter>& reloads_;
+    Family<Gauge>& last_reload_ok_;
+    Family<Gauge>& last_reload_time_;
+    Family<Gauge>& config_info_;
+    Family<Gauge>& build_info_;
+
+    using RouteKey = std::tuple<std::string, std::string, std::string>;
+    using ListenerKey = std::pair<std::string, std::string>;
+    std::map<RouteKey, std::weak_ptr<RouteMetrics>> routes_;
+    std::map<ListenerKey, std::weak_ptr<ListenerMetrics>> listeners_;
+
+private:
+    std::map<const void*, std::size_t> refs_;
+    Gauge* info_ = nullptr;
+    std::string info_hash_;
+};
+
+// Forgets the handle map entry of a handle being destroyed, unless a newer handle for the
+// same labels took the entry over between the last release and this destructor.
+template <class Map, class Key>
+void forget_entry(Map& map, const Key& key) {
+    auto it = map.find(key);
+    if (it != map.end() && it->second.expired()) {
+        map.erase(it);
+    }
+}
+
+constexpr std::size_t outcome_count = static_cast<std::size_t>(Outcome::shutdown) + 1;
+
+class RouteHandle final : public RouteMetrics {
+public:
+    // Called with core->mu_ held.
+    RouteHandle(std::shared_ptr<Core> core, Core::RouteKey key)
+        : core_(std::move(core)),
+          key_(std::move(key)),
+          connections_(core_->acquire(core_->route_connections_, labels())),
+          active_(core_->acquire(core_->route_active_, labels())),
+          to_upstream_(core_->acquire(core_->route_bytes_, direction_labels("to_upstream"))),
+          to_client_(core_->acquire(core_->route_bytes_, direction_labels("to_client"))),
+          connect_(
+              core_->acquire(core_->connect_duration_, server_route_labels(), connect_buckets())) {}
+
+    RouteHandle(const RouteHandle&) = delete;
+    RouteHandle& operator=(const RouteHandle&) = delete;
+
+    ~RouteHandle() override {
+        std::lock_guard lock(core_->mu_);
+        core_->release(core_->route_connections_, connections_);
+        core_->release(core_->route_active_, active_);
+        core_->release(core_->route_bytes_, to_upstream_);
+        core_->release(core_->route_bytes_, to_client_);
+        core_->release(core_->connect_duration_, connect_);
+        for (Counter* c : errors_) {
+            if (c != nullptr) {
+                core_->release(core_->route_errors_, *c);
+            }
+        }
+        forget_entry(core_->routes_, key_);
+    }
+
+    void connection_opened() override {
+        connections_.Increment();
+        active_.Increment();
+    }
+    void connection_closed() override { active_.Decrement(); }
+
+    void add_bytes(std::uint64_t to_upstream, std::uint64_t to_client) override {
+        if (to_upstream != 0) {
+            to_upstream_.Increment(static_cast<double>(to_upstream));
+        }
+        if (to_client != 0) {
+            to_client_.Increment(static_cast<double>(to_client));
+        }
+    }
+
+    void error(Outcome reason) override {
+        assert(is_route_error(reason));
+        if (!is_route_error(reason)) {
+            return;
+        }
+        const auto index = static_cast<std::size_t>(reason);
+        // Errors are rare; the lock keeps the lazily added child and its release consistent.
+        std::lock_guard lock(core_->mu_);
+        Counter*& counter = errors_.at(index);
+        if (counter == nullptr) {
+            Labels l = server_route_labels();
+            l.emplace("reason", std::string(to_string(reason)));
+            counter = &core_->acquire(core_->route_errors_, l);
+        }
+        counter->Increment();
+    }
+
+    void observe_connect_seconds(double seconds) override { connect_.Observe(seconds); }
+
+private:
+    Labels server_route_labels() const {
+        return {{"server", std::get<0>(key_)}, {"route", std::get<1>(key_)}};
+    }
+    Labels labels() const {
+        Labels l = server_route_labels();
+        l.emplace("upstream", std::get<2>(key_));
+        return l;
+    }
+    Labels direction_labels(const char* direction) const {
+        Labels l = server_route_labels();
+        l.emplace("direction", direction);
+        return l;
+    }
+
+    std::shared_ptr<Core> core_;
+    Core::RouteKey key_;
+    Counter& connections_;
+    Gauge& active_;
+    Counter& to_upstream_;
+    Counter& to_client_;
+    Histogram& connect_;
+    std::array<Counter*, outcome_count> errors_{};  // guarded by core_->mu_
+};
+
+class ListenerHandle final : public ListenerMetrics {
+public:
+    // Called with core->mu_ held.
+    ListenerHandle(std::shared_ptr<Core> core, Core::ListenerKey key)
+        : core_(std::move(core)),
+          key_(std::move(key)),
+          active_(core_->acquire(core_->active_, labels())),
+          maxclients_(core_->acquire(core_->maxclients_, labels())) {}
+
+    ListenerHandle(const ListenerHandle&) = delete;
+    ListenerHandle& operator=(const ListenerHandle&) = delete;
+
+    ~ListenerHandle() override {
+        std::lock_guard lock(core_->mu_);
+        core_->release(core_->active_, active_);
+        core_->release(core_->maxclients_, maxclients_);
+        forget_entry(core_->listeners_, key_);
+    }
+
+    void set_maxclients(std::uint32_t n) override { maxclients_.Set(n); }
+    void connection_opened() override { active_.Increment(); }
+    void connection_closed() override { active_.Decrement(); }
+
+private:
+    Labels labels() const { return {{"name", key_.first}, {"listen", key_.second}}; }
+
+    std::shared_ptr<Core> core_;
+    Core::ListenerKey key_;
+    Gauge& active_;
+    Gauge& maxclients_;
+};
+
+class MetricsImpl final : public Metrics {
+public:
+    explicit MetricsImpl(std::string_view version) : core_(std::make_shared<Core>(version)) {}
+
+    RouteMetricsPtr route(std::string_view server, std::string_view route,
+                          std::string_view upstream) override {
+        Core::RouteKey key{std::string(server), std::string(route), std::string(upstream)};
+        std::lock_guard lock(core_->mu_);
+        auto& slot = core_->routes_[key];
+        if (auto live = slot.lock()) {
+            return live;
+        }
+        auto handle = std::make_shared<RouteHandle>(core_, std::move(key));
+        slot = handle;
+        return handle;
+    }
+
+    ListenerMetricsPtr listener(std::string_view server, std::string_view listen) override {
+        Core::ListenerKey key{std::string(server), std::string(listen)};
+        std::lock_guard lock(core_->mu_);
+        auto& slot = core_->listeners_[key];
+        if (auto live = slot.lock()) {
+            return live;
+        }
+        auto handle = std::make_shared<ListenerHandle>(core_, std::move(key));
+        slot = handle;
+        return handle;
+    }
+
+    void maxclients_rejected(std::string_view server) override {
+        std::lock_guard lock(core_->mu_);
+        core_->rejected_.Add({{"name", std::string(server)}}).Increment();
+    }
+
+    void forget_server(std::string_view server) override {
+        std::lock_guard lock(core_->mu_);
+        const Labels labels{{"name", std::string(server)}};
+        if (core_->rejected_.Has(labels)) {
+            core_->rejected_.Remove(&core_->rejected_.Add(labels));
+        }
+    }
+
+    void reload_result(bool success, std::string_view sha256, double unix_seconds) override {
+        std::lock_guard lock(core_->mu_);
+        core_->reloads_.Add({{"result", success ? "success" : "failure"}}).Increment();
+        core_->last_reload_ok_.Add({}).Set(success ? 1 : 0);
+        if (success) {
+            core_->last_reload_time_.Add({}).Set(unix_seconds);
+            core_->set_config_hash(sha256);
+        }
+    }
+
+    void config_loaded(std::string_view sha256, double unix_seconds) override {
+        std::lock_guard lock(core_->mu_);
+        core_->last_reload_ok_.Add({}).Set(1);
+        core_->last_reload_time_.Add({}).Set(unix_seconds);
+        core_->set_config_hash(sha256);
+    }
+
+    std::string serialize() override {
+        auto families = core_->registry_.Collect();
+        auto proc = process::collect();
+        families.insert(families.end(), std::make_move_iterator(proc.begin()),
+                        std::make_move_iterator(proc.end()));
+        return prometheus::TextSerializer().Serialize(families);
+    }
+
+private:
+    std::shared_ptr<Core> core_;
+};
+
+}  // namespace
+
+std::unique_ptr<Metrics> make_metrics(std::string_view version) {
+    return std::make_unique<MetricsImpl>(version);
+}
+
+}  // namespace tpt::metrics
