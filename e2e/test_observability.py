@@ -477,7 +477,7 @@ servers:
     listen: ["127.0.0.1:{refused}"]
     default: dead
   limited:
-    listen: ["127.0.0.1:{limited}"]
+    listen: ["127.0.0.1:{limited}", "127.0.0.1:{limited2}"]
     default: py_echo
     maxclients: 2
 upstream:
@@ -507,7 +507,7 @@ def echo_upstream():
 
 def test_live_dashboard_and_alert_queries_against_prometheus(tpt, echo_upstream, tmp_path):
     assert LIVE_ALERTS_TRUE | LIVE_ALERTS_EMPTY == set(alert_names())
-    ports = {k: free_port() for k in ("admin", "web", "refused", "limited", "dead")}
+    ports = {k: free_port() for k in ("admin", "web", "refused", "limited", "limited2", "dead")}
     config = LIVE_CONFIG.format(echo=echo_upstream.port, **ports)
     proc = tpt(config)
     admin_addr = proc.admin.removeprefix("http://")
@@ -528,7 +528,9 @@ def test_live_dashboard_and_alert_queries_against_prometheus(tpt, echo_upstream,
                 echo_session(ports["web"], [client_hello(sni), b"ping" * 100])
             for _ in range(2):
                 expect_closed_by_tpt(ports["refused"])
-            expect_closed_by_tpt(ports["limited"])  # both slots are held
+            # maxclients counts the server's tunnels on both its addresses: both are full.
+            expect_closed_by_tpt(ports["limited"])
+            expect_closed_by_tpt(ports["limited2"])
 
         # Round 1: a good reload, held tunnels on `limited`, then every kind of traffic.
         write_atomically(proc.config_path, config + "# reloaded once\n")
@@ -536,7 +538,7 @@ def test_live_dashboard_and_alert_queries_against_prometheus(tpt, echo_upstream,
         assert status == 200, body
         wait_until(lambda: (metric("tpt_config_reloads_total", {"result": "success"}) or 0) >= 1,
                    10, "a successful reload counted")
-        held += [open_tunnel(ports["limited"]) for _ in range(2)]
+        held += [open_tunnel(ports["limited"]), open_tunnel(ports["limited2"])]
         traffic_round()
         # Counters need two scrapes that differ for rate() > 0: let Prometheus see round 1.
         for sel in ('tpt_maxclients_rejected_total{name="limited"}',
