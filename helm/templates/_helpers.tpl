@@ -1,0 +1,360 @@
+{{/*
+Helpers of the tpt chart.
+
+Public (usable from a parent chart that has tpt as a dependency):
+  tpt.sidecarContainer       one container list item: tpt as a sidecar
+  tpt.sidecarVolume          one volume list item: the ConfigMap as a directory
+  tpt.sidecarPodAnnotations  pod template annotations (scrape annotations, config checksum)
+  tpt.sidecarNative          "true" when sidecar.native is set, else empty
+  tpt.sidecarTerminationGracePeriodSeconds
+                             the least grace the pod needs for tpt's drain (SPEC §10)
+Each takes either the parent's root context `$` (tpt's values are then `.Values.tpt`) or
+(dict "root" $ "values" .Values.<alias>) when the dependency has an alias.
+
+Internal helpers take (dict "root" <root context> "v" <tpt values>), built by tpt.ctx*.
+*/}}
+
+{{/* The chart's name (nameOverride or "tpt"); never the parent's. */}}
+{{- define "tpt.name" -}}
+{{- default "tpt" .v.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The resource name prefix, as `helm create` does it, computed the same from a parent. */}}
+{{- define "tpt.fullname" -}}
+{{- if .v.fullnameOverride -}}
+{{- .v.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "tpt.name" . -}}
+{{- if contains $name .root.Release.Name -}}
+{{- .root.Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .root.Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tpt.configMapName" -}}
+{{- printf "%s-config" (include "tpt.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "tpt.serviceAccountName" -}}
+{{- if .v.serviceAccount.create -}}
+{{- default (include "tpt.fullname" .) .v.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .v.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tpt.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tpt.name" . }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{/* Labels of the resources this chart renders (its own root context: .root.Chart is tpt). */}}
+{{- define "tpt.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "tpt.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/component: proxy
+{{- with .v.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* tpt's appVersion, also when .root is a parent chart (found among its .Subcharts). */}}
+{{- define "tpt.appVersion" -}}
+{{- $version := "" -}}
+{{- if eq .root.Chart.Name "tpt" -}}
+{{- $version = .root.Chart.AppVersion -}}
+{{- else -}}
+{{- range $name, $sub := (default dict .root.Subcharts) -}}
+{{- if eq $sub.Chart.Name "tpt" -}}
+{{- $version = $sub.Chart.AppVersion -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $version -}}
+{{- end -}}
+
+{{- define "tpt.image" -}}
+{{- $tag := .v.image.tag | default (include "tpt.appVersion" .) -}}
+{{- if not (or $tag .v.image.digest) -}}
+{{- fail "image.tag: cannot find tpt's appVersion from this chart; set image.tag or image.digest" -}}
+{{- end -}}
+{{- if .v.image.digest -}}
+{{- printf "%s@%s" .v.image.repository .v.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .v.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The config file as mounted at /etc/tpt/tpt.yaml. */}}
+{{- define "tpt.configYaml" -}}
+{{- toYaml .v.config -}}
+{{- end -}}
+
+{{/* sha256 of the file's bytes, as tpt reports it in tpt_config_info{sha256}. */}}
+{{- define "tpt.configChecksum" -}}
+{{- printf "%s\n" (include "tpt.configYaml" .) | sha256sum -}}
+{{- end -}}
+
+{{/* admin.listen of the config (SPEC §3 default when absent), checked for probes. */}}
+{{- define "tpt.adminListen" -}}
+{{- $admin := default dict .v.config.admin -}}
+{{- $listen := "0.0.0.0:9901" -}}
+{{- if hasKey $admin "listen" -}}
+{{- $listen = toString $admin.listen -}}
+{{- end -}}
+{{- if eq $listen "" -}}
+{{- fail "config.admin.listen is empty: the chart's probes and metrics need the admin server" -}}
+{{- end -}}
+{{- if regexMatch "^(127\\.|\\[::1\\]|localhost:)" $listen -}}
+{{- fail (printf "config.admin.listen %q is loopback: the kubelet probes and Prometheus reach the pod address, use 0.0.0.0:PORT" $listen) -}}
+{{- end -}}
+{{- if not (regexMatch ":[0-9]+$" $listen) -}}
+{{- fail (printf "config.admin.listen %q has no :PORT" $listen) -}}
+{{- end -}}
+{{- $listen -}}
+{{- end -}}
+
+{{- define "tpt.adminPort" -}}
+{{- include "tpt.adminListen" . | regexFind "[0-9]+$" -}}
+{{- end -}}
+
+{{/*
+The distinct non-loopback ports of config.servers.*.listen, as a YAML list of
+{name: tcp-PORT, port: PORT}. Loopback listeners serve only the pod itself.
+*/}}
+{{- define "tpt.proxyPorts" -}}
+{{- $ports := dict -}}
+{{- $admin := include "tpt.adminPort" . -}}
+{{- range $server, $spec := (default dict .v.config.servers) -}}
+{{- $listen := default list $spec.listen -}}
+{{- if kindIs "string" $listen -}}
+{{- $listen = list $listen -}}
+{{- end -}}
+{{- range $listen -}}
+{{- $addr := toString . -}}
+{{- if and (regexMatch ":[0-9]+$" $addr) (not (regexMatch "^(127\\.|\\[::1\\]|localhost:)" $addr)) -}}
+{{- $port := regexFind "[0-9]+$" $addr -}}
+{{- if ne $port $admin -}}
+{{- $_ := set $ports $port true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $port, $_ := $ports }}
+- name: tcp-{{ $port }}
+  port: {{ $port }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A tpt duration (SPEC §3: 500ms, 10s, 5m, 1h, 1h30m, bare integers are seconds) in whole
+seconds, rounded up. Takes the value.
+*/}}
+{{- define "tpt.durationSeconds" -}}
+{{- $d := . -}}
+{{- if or (kindIs "float64" $d) (kindIs "int" $d) (kindIs "int64" $d) -}}
+{{- int $d -}}
+{{- else if and (kindIs "string" $d) (regexMatch "^[0-9]+$" $d) -}}
+{{- atoi $d -}}
+{{- else if and (kindIs "string" $d) (regexMatch "^([0-9]+(ms|h|m|s))+$" $d) -}}
+{{- $ms := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|h|m|s)" $d -1 -}}
+{{- $digits := regexFind "^[0-9]+" . -}}
+{{- $n := atoi $digits -}}
+{{- $unit := trimPrefix $digits . -}}
+{{- if eq $unit "ms" -}}{{- $ms = add $ms $n -}}
+{{- else if eq $unit "s" -}}{{- $ms = add $ms (mul $n 1000) -}}
+{{- else if eq $unit "m" -}}{{- $ms = add $ms (mul $n 60000) -}}
+{{- else -}}{{- $ms = add $ms (mul $n 3600000) -}}
+{{- end -}}
+{{- end -}}
+{{- div (add $ms 999) 1000 -}}
+{{- else -}}
+{{- fail (printf "%v is not a tpt duration (500ms, 10s, 5m, 1h30m or whole seconds)" $d) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+terminationGracePeriodSeconds: it must exceed shutdown.delay + shutdown.drain_timeout
+(SPEC §10), or the kubelet kills tpt while tunnels still drain. Computed from the config
+unless set, and checked when set.
+*/}}
+{{- define "tpt.terminationGracePeriodSeconds" -}}
+{{- $shutdown := default dict .v.config.shutdown -}}
+{{- $delay := include "tpt.durationSeconds" (hasKey $shutdown "delay" | ternary $shutdown.delay "0s") | atoi -}}
+{{- $drain := include "tpt.durationSeconds" (hasKey $shutdown "drain_timeout" | ternary $shutdown.drain_timeout "30s") | atoi -}}
+{{- $needed := add $delay $drain -}}
+{{- $set := .v.terminationGracePeriodSeconds -}}
+{{- if kindIs "invalid" $set -}}
+{{- if eq $drain 0 -}}
+{{- fail "config.shutdown.drain_timeout is 0s (wait for tunnels forever): set terminationGracePeriodSeconds to the longest drain you accept" -}}
+{{- end -}}
+{{- add $needed (default 5 .v.terminationGraceMarginSeconds | int) -}}
+{{- else -}}
+{{- $grace := int $set -}}
+{{- if le $grace $needed -}}
+{{- fail (printf "terminationGracePeriodSeconds %d must exceed config.shutdown.delay + drain_timeout = %d s" $grace $needed) -}}
+{{- end -}}
+{{- $grace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod template annotations for tpt: scrape annotations and, when asked, the config checksum. */}}
+{{- define "tpt.podAnnotations" -}}
+{{- if .v.metrics.podAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ include "tpt.adminPort" . | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- if .v.rollOnConfigChange }}
+checksum/tpt-config: {{ include "tpt.configChecksum" . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The configMap volume, mounted as a directory (never subPath: the kubelet never updates it). */}}
+{{- define "tpt.volume" -}}
+- name: {{ .v.sidecar.containerName | default "tpt" }}-config
+  configMap:
+    name: {{ include "tpt.configMapName" . }}
+{{- end -}}
+
+{{/*
+The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" string).
+*/}}
+{{- define "tpt.container" -}}
+{{- $v := .v -}}
+{{- $adminName := $v.adminPortName | default "admin" -}}
+- name: {{ .name }}
+  image: {{ include "tpt.image" . | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  {{- if .native }}
+  # Native sidecar: started and ready before the app's containers, stopped after them.
+  restartPolicy: Always
+  {{- end }}
+  args:
+    - --config
+    - /etc/tpt/tpt.yaml
+    {{- range $v.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  ports:
+    - name: {{ $adminName }}
+      containerPort: {{ include "tpt.adminPort" . }}
+      protocol: TCP
+    {{- range (include "tpt.proxyPorts" . | fromYamlArray) }}
+    - name: {{ .name }}
+      containerPort: {{ .port }}
+      protocol: TCP
+    {{- end }}
+  {{- with $v.env }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.envFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  readinessProbe:
+    httpGet:
+      path: /ready
+      port: {{ $adminName }}
+    {{- with $v.readinessProbe }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: {{ $adminName }}
+    {{- with $v.livenessProbe }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $v.startupProbe }}
+  startupProbe:
+    httpGet:
+      path: /healthz
+      port: {{ $adminName }}
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $v.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: {{ $v.sidecar.containerName | default "tpt" }}-config
+      mountPath: /etc/tpt
+      readOnly: true
+{{- end -}}
+
+{{- define "tpt.sidecarValues" -}}
+{{- if not . -}}
+{{- fail "tpt sidecar helpers: no tpt values found; pass (dict \"root\" $ \"values\" .Values.<alias>) when the dependency has an alias" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tpt.sidecarContainer" -}}
+{{- $root := . -}}
+{{- $v := .Values -}}
+{{- if hasKey . "root" -}}
+{{- $root = .root -}}{{- $v = .values -}}
+{{- else if ne .Chart.Name "tpt" -}}
+{{- $v = index .Values "tpt" -}}
+{{- end -}}
+{{- include "tpt.sidecarValues" $v -}}
+{{- if and $v.sidecar.native (semverCompare "<1.29.0-0" $root.Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "sidecar.native needs Kubernetes >= 1.29 (initContainers with restartPolicy: Always); this cluster is %s" $root.Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- include "tpt.container" (dict "root" $root "v" $v "native" $v.sidecar.native "name" ($v.sidecar.containerName | default "tpt")) -}}
+{{- end -}}
+
+{{- define "tpt.sidecarVolume" -}}
+{{- $root := . -}}
+{{- $v := .Values -}}
+{{- if hasKey . "root" -}}
+{{- $root = .root -}}{{- $v = .values -}}
+{{- else if ne .Chart.Name "tpt" -}}
+{{- $v = index .Values "tpt" -}}
+{{- end -}}
+{{- include "tpt.sidecarValues" $v -}}
+{{- include "tpt.volume" (dict "root" $root "v" $v) -}}
+{{- end -}}
+
+{{- define "tpt.sidecarPodAnnotations" -}}
+{{- $root := . -}}
+{{- $v := .Values -}}
+{{- if hasKey . "root" -}}
+{{- $root = .root -}}{{- $v = .values -}}
+{{- else if ne .Chart.Name "tpt" -}}
+{{- $v = index .Values "tpt" -}}
+{{- end -}}
+{{- include "tpt.sidecarValues" $v -}}
+{{- include "tpt.podAnnotations" (dict "root" $root "v" $v) | trim -}}
+{{- end -}}
+
+{{- define "tpt.sidecarNative" -}}
+{{- $v := .Values -}}
+{{- if hasKey . "root" -}}
+{{- $v = .values -}}
+{{- else if ne .Chart.Name "tpt" -}}
+{{- $v = index .Values "tpt" -}}
+{{- end -}}
+{{- include "tpt.sidecarValues" $v -}}
+{{- if $v.sidecar.native -}}true{{- end -}}
+{{- end -}}
+
+{{- define "tpt.sidecarTerminationGracePeriodSeconds" -}}
+{{- $root := . -}}
+{{- $v := .Values -}}
+{{- if hasKey . "root" -}}
+{{- $root = .root -}}{{- $v = .values -}}
+{{- else if ne .Chart.Name "tpt" -}}
+{{- $v = index .Values "tpt" -}}
+{{- end -}}
+{{- include "tpt.sidecarValues" $v -}}
+{{- include "tpt.terminationGracePeriodSeconds" (dict "root" $root "v" $v) -}}
+{{- end -}}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Builds the tpt container image with buildah (no Docker engine needed) and smoke-runs it.
+# Usage: scripts/build-image.sh [TAG]        (default tpt:dev)
+#
+# When buildah's local storage lacks docker.io/library/debian:bookworm or :bookworm-slim,
+# they are made here from `debootstrap --variant=minbase bookworm` (no registry access
+# needed, only a Debian mirror), then the Dockerfile is built with --pull=never and the
+# image is run with `tpt --version` and `tpt -t -c /etc/tpt/tpt.yaml`.
+# Needs root (or a working rootless buildah), buildah and debootstrap:
+#   apt-get install buildah debootstrap
+# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), JOBS (default 2),
+# BUILDAH_ISOLATION (default chroot).
+# Not part of the CI test run (it takes minutes); .github/workflows/image.yml builds the
+# image with a real engine and smoke-tests it in kind.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tag=${1:-tpt:dev}
+suite=bookworm
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+jobs=${JOBS:-2}
+isolation=${BUILDAH_ISOLATION:-chroot}
+full_ref=docker.io/library/debian:${suite}
+slim_ref=docker.io/library/debian:${suite}-slim
+
+for tool in buildah debootstrap; do
+    command -v "$tool" >/dev/null || {
+        echo "build-image: $tool is missing (apt-get install buildah debootstrap)" >&2
+        exit 2
+    }
+done
+
+log() { echo "build-image: $*" >&2; }
+have_image() { buildah inspect --type image "$1" >/dev/null 2>&1; }
+
+workdir=
+ctr=
+cleanup() {
+    [ -z "$ctr" ] || buildah rm "$ctr" >/dev/null 2>&1 || true
+    [ -z "$workdir" ] || rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+# Copies a root filesystem into a new image made `from scratch` and commits it as $2.
+commit_rootfs() {
+    local rootfs=$1 ref=$2 mnt
+    ctr=$(buildah from scratch)
+    mnt=$(buildah mount "$ctr")
+    cp -a "$rootfs"/. "$mnt"/
+    buildah umount "$ctr" >/dev/null
+    buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        --cmd bash --os linux --arch "$(dpkg --print-architecture)" "$ctr"
+    buildah commit --rm --quiet "$ctr" "$ref" >/dev/null
+    ctr=
+    log "committed $ref"
+}
+
+# The base images a registry would give us, rebuilt locally from the Debian archive.
+make_base_images() {
+    local started=$SECONDS rootfs
+    workdir=$(mktemp -d /var/tmp/tpt-rootfs.XXXXXX)
+    rootfs=$workdir/rootfs
+    log "debootstrap --variant=minbase $suite from $mirror"
+    debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >"$workdir/debootstrap.log" 2>&1 || {
+        tail -n 30 "$workdir/debootstrap.log" >&2
+        exit 1
+    }
+    cat >"$rootfs/etc/apt/sources.list" <<SOURCES
+deb $mirror $suite main
+deb $mirror $suite-updates main
+deb http://deb.debian.org/debian-security $suite-security main
+SOURCES
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb \
+        "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/*
+    have_image "$full_ref" || commit_rootfs "$rootfs" "$full_ref"
+    if ! have_image "$slim_ref"; then
+        # As the official -slim image: drop documentation, man pages and translations, and
+        # keep dpkg from installing them again.
+        cat >"$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim" <<'EXCLUDES'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/lintian/*
+EXCLUDES
+        find "$rootfs/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
+        find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
+        rm -rf "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+            "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/lintian/*
+        commit_rootfs "$rootfs" "$slim_ref"
+    fi
+    rm -rf "$workdir"
+    workdir=
+    log "base images ready in $((SECONDS - started)) s"
+}
+
+if have_image "$full_ref" && have_image "$slim_ref"; then
+    log "base images present: $full_ref $slim_ref"
+else
+    make_base_images
+fi
+
+started=$SECONDS
+log "buildah bud --isolation $isolation -t $tag $repo"
+buildah bud --isolation "$isolation" --pull=never --layers --build-arg "JOBS=$jobs" \
+    -f "$repo/Dockerfile" -t "$tag" "$repo"
+build_seconds=$((SECONDS - started))
+
+ctr=$(buildah from --pull=never "$tag")
+run() { buildah run --isolation "$isolation" "$ctr" -- "$@"; }
+log "smoke: tpt --version"
+run /usr/local/bin/tpt --version
+log "smoke: tpt -t -c /etc/tpt/tpt.yaml"
+run /usr/local/bin/tpt -t -c /etc/tpt/tpt.yaml
+log "smoke: runs as $(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$tag")"
+buildah rm "$ctr" >/dev/null
+ctr=
+
+size=$(buildah images --format '{{.Size}}' "$tag" | head -n 1)
+log "image $tag: size $size, build ${build_seconds} s"
