@@ -27,23 +27,32 @@ std::string_view to_string(LogLevel l) noexcept;
 std::optional<LogLevel> parse_log_level(std::string_view text);
 
 struct Admin {
-    std::optional<address::HostPort> listen = address::HostPort{"0.0.0.0", 9901, false};  // nullopt: disabled
+    std::optional<address::HostPort> listen =
+        address::HostPort{"0.0.0.0", 9901, false};  // nullopt: disabled
     ControlFrom control_from = ControlFrom::loopback;
+
+    friend bool operator==(const Admin&, const Admin&) = default;
 };
 
 struct Reload {
     bool watch = true;
     Duration poll_interval = 30s;  // 0 = off
+
+    friend bool operator==(const Reload&, const Reload&) = default;
 };
 
 struct Shutdown {
     Duration delay = 0s;
     Duration drain_timeout = 30s;  // 0 = wait forever
+
+    friend bool operator==(const Shutdown&, const Shutdown&) = default;
 };
 
 struct Header {
     std::string name;   // an HTTP token (RFC 9110 §5.6.2), as written
     std::string value;  // after env expansion; no CR, LF or NUL
+
+    friend bool operator==(const Header&, const Header&) = default;
 };
 
 // An upstream HTTP proxy hop. A Via with neither target nor use_sni_as_target is "direct".
@@ -56,14 +65,18 @@ struct Via {
     std::vector<Header> headers;
 
     bool is_direct() const noexcept { return !target && !use_sni_as_target; }
+
+    friend bool operator==(const Via&, const Via&) = default;
 };
 
 struct SniRoute {
-    std::string key;       // as written in the config (the metrics' `route` label)
-    std::string pattern;   // lower-cased key; "*.example.org" for wildcards
+    std::string key;      // as written in the config (the metrics' `route` label)
+    std::string pattern;  // lower-cased key; "*.example.org" for wildcards
     bool wildcard = false;
-    std::string upstream;  // an upstream name or a built-in
+    std::string upstream;    // an upstream name or a built-in
     std::optional<Via> via;  // engaged = per-SNI override ({} = direct); else the server's
+
+    friend bool operator==(const SniRoute&, const SniRoute&) = default;
 };
 
 struct Server {
@@ -77,6 +90,8 @@ struct Server {
     Duration client_hello_timeout = 10s;
     Duration idle_timeout = 0s;  // 0 = never
     std::optional<Via> via;      // nullopt or is_direct(): direct TCP
+
+    friend bool operator==(const Server&, const Server&) = default;
 };
 
 // A named upstream from the `upstream:` map (built-ins are not listed here).
@@ -85,12 +100,26 @@ struct Upstream {
     std::string url;  // after env expansion
     address::Family family = address::Family::any;
     address::HostPort address;
+
+    friend bool operator==(const Upstream&, const Upstream&) = default;
 };
 
 inline constexpr std::string_view builtin_ban = "ban";
 inline constexpr std::string_view builtin_echo = "echo";
 inline constexpr std::string_view builtin_health = "health";
 bool is_builtin(std::string_view upstream_name) noexcept;
+
+// One problem in a config file. line is 1-based, 0 when unknown.
+struct ConfigError {
+    std::string file;
+    std::string yaml_path;  // e.g. servers.proxy.sni."a.example".upstream
+    int line = 0;
+    std::string message;
+
+    // "FILE:LINE: YAML_PATH: MESSAGE" (":LINE" omitted when 0, "YAML_PATH: " when empty).
+    std::string to_string() const;
+    friend bool operator==(const ConfigError&, const ConfigError&) = default;
+};
 
 struct Config {
     int version = 1;
@@ -102,19 +131,14 @@ struct Config {
     Duration resolve_interval = 60s;
     std::vector<Server> servers;      // in file order
     std::vector<Upstream> upstreams;  // in file order
+    // Non-fatal notes found while loading (e.g. `sni` on a server without `tls: true`, an
+    // unused upstream); the caller logs them. Not part of the effective config.
+    std::vector<ConfigError> warnings;
 
     const Upstream* find_upstream(std::string_view name) const noexcept;
-};
 
-// One problem in a config file. line is 1-based, 0 when unknown.
-struct ConfigError {
-    std::string file;
-    std::string yaml_path;  // e.g. servers.proxy.sni."a.example".upstream
-    int line = 0;
-    std::string message;
-
-    // "FILE:LINE: YAML_PATH: MESSAGE" (":LINE" omitted when 0, "YAML_PATH: " when empty).
-    std::string to_string() const;
+    // Compares the effective config; warnings are not compared.
+    friend bool operator==(const Config& a, const Config& b);
 };
 
 using LoadResult = std::variant<Config, std::vector<ConfigError>>;

@@ -2,6 +2,7 @@
 // Thread affinity: built on the control thread, then shared read-only by every worker.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,8 +16,16 @@ namespace tpt::routing {
 struct Route {
     std::string key;       // SNI key as written, or "default" (the metrics' `route` label)
     std::string upstream;  // upstream name or built-in
-    const config::Via* via = nullptr;  // effective via; nullptr or is_direct() = direct TCP
+    const config::Via* via = nullptr;          // effective via; nullptr or is_direct() = direct TCP
     const config::Upstream* target = nullptr;  // nullptr for built-ins
+};
+
+// Transparent string hash, so match() looks up string_view suffixes without allocating.
+struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+        return std::hash<std::string_view>{}(s);
+    }
 };
 
 // Borrowed pointers point into the Config, which must outlive the table (both live in one
@@ -34,12 +43,14 @@ public:
 
 private:
     std::vector<Route> routes_;  // sni routes in config order, then default last
-    std::unordered_map<std::string, std::size_t> exact_;     // lower-cased host -> index
-    std::unordered_map<std::string, std::size_t> wildcard_;  // suffix after "*." -> index
+    using Index = std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>>;
+    Index exact_;     // lower-cased host -> index
+    Index wildcard_;  // suffix after "*." -> index
 };
 
-// Lower-cased route keys of the old config that are absent from (or point elsewhere in) the
-// new one, per server: what a reload removes. Used for logging a reload's effect.
+// What a reload changes, for logging its effect. Servers are compared by name (changed: any
+// setting differs, or an upstream it routes to changed its URL); listen addresses across all
+// servers by their normalised "host:port". Each list is in file order.
 struct Diff {
     std::vector<std::string> added_servers, removed_servers, changed_servers;
     std::vector<std::string> added_listen, removed_listen, kept_listen;  // "host:port"

@@ -1,0 +1,100 @@
+// The small value functions of config.hpp; the loader is in load.cpp, JSON in json.cpp.
+#include <algorithm>
+#include <array>
+#include <string>
+
+#include <tpt/config.hpp>
+
+namespace tpt::config {
+
+namespace {
+
+struct LevelName {
+    std::string_view name;
+    LogLevel level;
+};
+
+// "disable" is the seed's spelling of "off".
+constexpr std::array<LevelName, 7> level_names{{
+    {"trace", LogLevel::trace},
+    {"debug", LogLevel::debug},
+    {"info", LogLevel::info},
+    {"warn", LogLevel::warn},
+    {"error", LogLevel::error},
+    {"off", LogLevel::off},
+    {"disable", LogLevel::off},
+}};
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+        auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+        return lower(x) == lower(y);
+    });
+}
+
+}  // namespace
+
+std::string_view to_string(LogLevel l) noexcept {
+    switch (l) {
+        case LogLevel::trace:
+            return "trace";
+        case LogLevel::debug:
+            return "debug";
+        case LogLevel::info:
+            return "info";
+        case LogLevel::warn:
+            return "warn";
+        case LogLevel::error:
+            return "error";
+        case LogLevel::off:
+            return "off";
+    }
+    return "off";
+}
+
+std::optional<LogLevel> parse_log_level(std::string_view text) {
+    for (const auto& entry : level_names) {
+        if (iequals(entry.name, text)) {
+            return entry.level;
+        }
+    }
+    return std::nullopt;
+}
+
+bool is_builtin(std::string_view upstream_name) noexcept {
+    return upstream_name == builtin_ban || upstream_name == builtin_echo ||
+           upstream_name == builtin_health;
+}
+
+const Upstream* Config::find_upstream(std::string_view name) const noexcept {
+    for (const auto& u : upstreams) {
+        if (u.name == name) {
+            return &u;
+        }
+    }
+    return nullptr;
+}
+
+bool operator==(const Config& a, const Config& b) {
+    return a.version == b.version && a.log == b.log && a.log_format == b.log_format &&
+           a.admin == b.admin && a.reload == b.reload && a.shutdown == b.shutdown &&
+           a.resolve_interval == b.resolve_interval && a.servers == b.servers &&
+           a.upstreams == b.upstreams;
+}
+
+std::string ConfigError::to_string() const {
+    std::string out = file;
+    if (line > 0) {
+        out += ':';
+        out += std::to_string(line);
+    }
+    out += ": ";
+    if (!yaml_path.empty()) {
+        out += yaml_path;
+        out += ": ";
+    }
+    out += message;
+    return out;
+}
+
+}  // namespace tpt::config

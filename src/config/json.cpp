@@ -1,0 +1,131 @@
+// to_json() (the admin server's GET /config) and sha256_hex() (change detection).
+#include <array>
+#include <stdexcept>
+
+#include <boost/json.hpp>
+
+#include <tpt/config.hpp>
+
+#include <openssl/evp.h>
+
+namespace tpt::config {
+
+namespace {
+
+namespace json = boost::json;
+
+constexpr std::string_view redacted = "<redacted>";
+
+json::value address_json(const std::optional<address::HostPort>& hp) {
+    if (!hp) {
+        return nullptr;
+    }
+    return json::string(hp->to_string());
+}
+
+json::object via_json(const Via& v) {
+    json::object o;
+    o["target"] = address_json(v.target);
+    o["use_sni_as_target"] = v.use_sni_as_target;
+    o["target_port"] = v.target_port;
+    o["connect_timeout"] = duration::format(v.connect_timeout);
+    o["stats_interval"] = duration::format(v.stats_interval);
+    // Header values are credentials (Proxy-Authorization); only the names are shown.
+    json::object headers;
+    for (const auto& h : v.headers) {
+        headers[h.name] = redacted;
+    }
+    o["headers"] = std::move(headers);
+    return o;
+}
+
+json::value optional_via_json(const std::optional<Via>& v) {
+    if (!v) {
+        return nullptr;
+    }
+    return via_json(*v);
+}
+
+json::object server_json(const Server& s) {
+    json::object o;
+    json::array listen;
+    for (const auto& hp : s.listen) {
+        listen.emplace_back(hp.to_string());
+    }
+    o["listen"] = std::move(listen);
+    o["protocol"] = address::to_string(s.protocol);
+    o["tls"] = s.tls;
+    json::object sni;
+    for (const auto& r : s.sni) {
+        json::object route;
+        route["upstream"] = r.upstream;
+        route["wildcard"] = r.wildcard;
+        route["via"] = optional_via_json(r.via);
+        sni[r.key] = std::move(route);
+    }
+    o["sni"] = std::move(sni);
+    o["default"] = s.default_upstream;
+    o["maxclients"] = s.maxclients;
+    o["client_hello_timeout"] = duration::format(s.client_hello_timeout);
+    o["idle_timeout"] = duration::format(s.idle_timeout);
+    o["via"] = optional_via_json(s.via);
+    return o;
+}
+
+}  // namespace
+
+std::string to_json(const Config& config) {
+    json::object root;
+    root["version"] = config.version;
+    root["log"] = to_string(config.log);
+    root["log_format"] = config.log_format == LogFormat::json ? "json" : "text";
+
+    json::object admin;
+    admin["listen"] = config.admin.listen ? config.admin.listen->to_string() : std::string{};
+    admin["control_from"] = config.admin.control_from == ControlFrom::any ? "any" : "loopback";
+    root["admin"] = std::move(admin);
+
+    json::object reload;
+    reload["watch"] = config.reload.watch;
+    reload["poll_interval"] = duration::format(config.reload.poll_interval);
+    root["reload"] = std::move(reload);
+
+    json::object shutdown;
+    shutdown["delay"] = duration::format(config.shutdown.delay);
+    shutdown["drain_timeout"] = duration::format(config.shutdown.drain_timeout);
+    root["shutdown"] = std::move(shutdown);
+
+    root["resolve_interval"] = duration::format(config.resolve_interval);
+
+    json::object servers;
+    for (const auto& s : config.servers) {
+        servers[s.name] = server_json(s);
+    }
+    root["servers"] = std::move(servers);
+
+    json::object upstreams;
+    for (const auto& u : config.upstreams) {
+        upstreams[u.name] = u.url;
+    }
+    root["upstream"] = std::move(upstreams);
+    return json::serialize(root);
+}
+
+std::string sha256_hex(std::string_view bytes) {
+    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+    unsigned int size = 0;
+    if (EVP_Digest(bytes.data(), bytes.size(), digest.data(), &size, EVP_sha256(), nullptr) != 1) {
+        // Only on allocation failure inside OpenSSL; there is no meaningful hash to return.
+        throw std::runtime_error("sha256: EVP_Digest failed");
+    }
+    constexpr std::string_view hex = "0123456789abcdef";
+    std::string out;
+    out.reserve(2 * size);
+    for (unsigned int i = 0; i < size; ++i) {
+        out += hex[digest[i] >> 4U];
+        out += hex[digest[i] & 0xfU];
+    }
+    return out;
+}
+
+}  // namespace tpt::config

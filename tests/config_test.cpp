@@ -1,0 +1,1068 @@
+// Tests of config::load(), to_json() and sha256_hex() (SPEC §3).
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include <boost/json.hpp>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <tpt/config.hpp>
+
+namespace {
+
+using namespace tpt;
+using namespace std::chrono_literals;
+using config::Config;
+using config::ConfigError;
+using testing::HasSubstr;
+using testing::Not;
+
+using Vars = std::map<std::string, std::string, std::less<>>;
+
+env::Lookup lookup_of(Vars vars) {
+    return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+        const auto it = vars.find(name);
+        if (it == vars.end()) {
+            return std::nullopt;
+        }
+        return it->second;
+    };
+}
+
+const Vars default_vars{{"ENCODED_PW", "dXNlcjpwdw=="},
+                        {"HOP_TOKEN", "t0k3n"},
+                        {"SQUID_AUTH", "c3F1aWQ6cHc="},
+                        {"PROXY_HOST", "proxy.internal"}};
+
+std::string read_fixture(const std::string& name) {
+    std::ifstream in(std::string(TPT_TEST_DATA) + "/config/" + name, std::ios::binary);
+    EXPECT_TRUE(in) << name;
+    std::ostringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+
+std::string joined(const std::vector<ConfigError>& errors) {
+    std::string out;
+    for (const auto& e : errors) {
+        out += e.to_string();
+        out += '\n';
+    }
+    return out;
+}
+
+Config load_ok(std::string_view yaml, const Vars& vars = default_vars,
+               std::string_view file = "test.yaml") {
+    auto r = config::load(yaml, file, lookup_of(vars));
+    if (auto* errors = std::get_if<std::vector<ConfigError>>(&r)) {
+        ADD_FAILURE() << "expected the config to load, got:\n" << joined(*errors);
+        return Config{};
+    }
+    return std::get<Config>(std::move(r));
+}
+
+std::vector<ConfigError> load_errors(std::string_view yaml, const Vars& vars = default_vars) {
+    auto r = config::load(yaml, "test.yaml", lookup_of(vars));
+    if (std::holds_alternative<Config>(r)) {
+        ADD_FAILURE() << "expected errors, but the config loaded:\n" << yaml;
+        return {};
+    }
+    return std::get<std::vector<ConfigError>>(std::move(r));
+}
+
+// True when some error has exactly this path and line and a message containing `text`.
+testing::AssertionResult has_error(const std::vector<ConfigError>& errors, std::string_view path,
+                                   int line, std::string_view text) {
+    for (const auto& e : errors) {
+        if (e.yaml_path == path && e.line == line && e.message.find(text) != std::string::npos) {
+            return testing::AssertionSuccess();
+        }
+    }
+    return testing::AssertionFailure()
+           << "no error at " << path << " line " << line << " containing \"" << text << "\"; got:\n"
+           << joined(errors);
+}
+
+// Expects exactly one error, at path and line, mentioning text.
+void expect_one_error(std::string_view yaml, std::string_view path, int line, std::string_view text,
+                      const Vars& vars = default_vars) {
+    const auto errors = load_errors(yaml, vars);
+    EXPECT_EQ(errors.size(), 1U) << joined(errors);
+    EXPECT_TRUE(has_error(errors, path, line, text));
+}
+
+const config::Server& server(const Config& c, std::string_view name) {
+    for (const auto& s : c.servers) {
+        if (s.name == name) {
+            return s;
+        }
+    }
+    throw std::runtime_error("no server " + std::string(name));
+}
+
+const config::SniRoute& route(const config::Server& s, std::string_view key) {
+    for (const auto& r : s.sni) {
+        if (r.key == key) {
+            return r;
+        }
+    }
+    throw std::runtime_error("no sni route " + std::string(key));
+}
+
+// ---------------------------------------------------------------------------------------
+// Defaults
+
+TEST(ConfigDefaults, MinimalServerGetsEveryDefault) {
+    const Config c = load_ok(read_fixture("tpt-minimal.yaml"));
+    EXPECT_EQ(c.version, 1);
+    EXPECT_EQ(c.log, config::LogLevel::info);
+    EXPECT_EQ(c.log_format, config::LogFormat::text);
+    ASSERT_TRUE(c.admin.listen.has_value());
+    EXPECT_EQ(c.admin.listen->to_string(), "0.0.0.0:9901");
+    EXPECT_EQ(c.admin.control_from, config::ControlFrom::loopback);
+    EXPECT_TRUE(c.reload.watch);
+    EXPECT_EQ(c.reload.poll_interval, 30s);
+    EXPECT_EQ(c.shutdown.delay, 0s);
+    EXPECT_EQ(c.shutdown.drain_timeout, 30s);
+    EXPECT_EQ(c.resolve_interval, 60s);
+    EXPECT_TRUE(c.upstreams.empty());
+    ASSERT_EQ(c.servers.size(), 1U);
+    const auto& s = c.servers[0];
+    EXPECT_EQ(s.name, "only");
+    ASSERT_EQ(s.listen.size(), 1U);
+    EXPECT_EQ(s.listen[0].to_string(), "127.0.0.1:0");
+    EXPECT_EQ(s.protocol, address::Family::any);
+    EXPECT_FALSE(s.tls);
+    EXPECT_TRUE(s.sni.empty());
+    EXPECT_EQ(s.default_upstream, "ban");
+    EXPECT_EQ(s.maxclients, 100U);
+    EXPECT_EQ(s.client_hello_timeout, 10s);
+    EXPECT_EQ(s.idle_timeout, 0s);
+    EXPECT_FALSE(s.via.has_value());
+    EXPECT_TRUE(c.warnings.empty()) << joined(c.warnings);
+}
+
+TEST(ConfigDefaults, EmptyViaHasEveryViaDefault) {
+    const Config c = load_ok(R"(
+servers:
+  s:
+    listen: ["127.0.0.1:1000"]
+    via: {}
+)");
+    const auto& via = server(c, "s").via;
+    ASSERT_TRUE(via.has_value());
+    EXPECT_TRUE(via->is_direct());
+    EXPECT_FALSE(via->target.has_value());
+    EXPECT_FALSE(via->use_sni_as_target);
+    EXPECT_EQ(via->target_port, 443);
+    EXPECT_EQ(via->connect_timeout, 30s);
+    EXPECT_EQ(via->stats_interval, 0s);
+    EXPECT_TRUE(via->headers.empty());
+}
+
+TEST(ConfigDefaults, NullValuesMeanAbsent) {
+    const Config c = load_ok(R"(
+version:
+log: ~
+admin:
+reload:
+  watch:
+servers:
+  s:
+    listen: ["127.0.0.1:1000"]
+    default:
+    via:
+)");
+    EXPECT_EQ(c.version, 1);
+    EXPECT_EQ(c.log, config::LogLevel::info);
+    EXPECT_TRUE(c.admin.listen.has_value());
+    EXPECT_TRUE(c.reload.watch);
+    EXPECT_EQ(server(c, "s").default_upstream, "ban");
+    EXPECT_FALSE(server(c, "s").via.has_value());
+}
+
+TEST(ConfigDefaults, EveryKeySetIsRead) {
+    const Config c = load_ok(read_fixture("tpt-full.yaml"));
+    EXPECT_EQ(c.version, 2);
+    EXPECT_EQ(c.log, config::LogLevel::trace);
+    EXPECT_EQ(c.log_format, config::LogFormat::text);
+    ASSERT_TRUE(c.admin.listen.has_value());
+    EXPECT_EQ(c.admin.listen->to_string(), "127.0.0.1:19901");
+    EXPECT_EQ(c.admin.control_from, config::ControlFrom::any);
+    EXPECT_FALSE(c.reload.watch);
+    EXPECT_EQ(c.reload.poll_interval, 5s);
+    EXPECT_EQ(c.shutdown.delay, 3s);
+    EXPECT_EQ(c.shutdown.drain_timeout, 90s);
+    EXPECT_EQ(c.resolve_interval, 10min);
+
+    const auto& s = server(c, "egress");
+    ASSERT_EQ(s.listen.size(), 1U);
+    EXPECT_EQ(s.listen[0].host, "::1");
+    EXPECT_TRUE(s.listen[0].is_ipv6_literal);
+    EXPECT_EQ(s.listen[0].port, 19443);
+    EXPECT_EQ(s.protocol, address::Family::v6);
+    EXPECT_TRUE(s.tls);
+    EXPECT_EQ(s.default_upstream, "health");
+    EXPECT_EQ(s.maxclients, 7U);
+    EXPECT_EQ(s.client_hello_timeout, 2500ms);
+    EXPECT_EQ(s.idle_timeout, 1h);
+    ASSERT_TRUE(s.via.has_value());
+    ASSERT_TRUE(s.via->target.has_value());
+    EXPECT_EQ(s.via->target->to_string(), "connect.example.net:3128");  // the ${:-} default
+    EXPECT_EQ(s.via->target_port, 8443);
+    EXPECT_EQ(s.via->connect_timeout, 45s);
+    EXPECT_EQ(s.via->stats_interval, 10s);
+    ASSERT_EQ(s.via->headers.size(), 2U);
+    EXPECT_EQ(s.via->headers[0].name, "Proxy-Authorization");
+    EXPECT_EQ(s.via->headers[0].value, "Basic dXNlcjpwdw==");
+    EXPECT_EQ(s.via->headers[1].name, "X-Cost-Center");
+    EXPECT_EQ(s.via->headers[1].value, "4711");
+
+    ASSERT_EQ(s.sni.size(), 4U);
+    EXPECT_EQ(s.sni[0].key, "www.Example.com");
+    EXPECT_EQ(s.sni[0].pattern, "www.example.com");
+    EXPECT_FALSE(s.sni[0].wildcard);
+    EXPECT_FALSE(s.sni[0].via.has_value());
+    EXPECT_EQ(s.sni[1].pattern, "*.example.org");
+    EXPECT_TRUE(s.sni[1].wildcard);
+    EXPECT_EQ(s.sni[2].upstream, "direct_api");
+    ASSERT_TRUE(s.sni[2].via.has_value());
+    EXPECT_TRUE(s.sni[2].via->is_direct());
+    ASSERT_TRUE(s.sni[3].via.has_value());
+    EXPECT_EQ(s.sni[3].via->connect_timeout, 2s);
+
+    ASSERT_EQ(c.upstreams.size(), 2U);
+    EXPECT_EQ(c.upstreams[0].name, "corp");
+    EXPECT_EQ(c.upstreams[0].url, "tcp://proxy.internal:3128");
+    EXPECT_EQ(c.upstreams[0].address.to_string(), "proxy.internal:3128");
+    EXPECT_EQ(c.upstreams[1].family, address::Family::v4);
+    ASSERT_NE(c.find_upstream("direct_api"), nullptr);
+    EXPECT_EQ(c.find_upstream("direct_api")->address.port, 19080);
+    EXPECT_EQ(c.find_upstream("ban"), nullptr);
+    EXPECT_TRUE(c.warnings.empty()) << joined(c.warnings);
+}
+
+TEST(ConfigDefaults, AdminListenEmptyDisablesTheAdminServer) {
+    const Config c = load_ok(R"(
+admin: { listen: "" }
+servers: { s: { listen: "127.0.0.1:1" } }
+)");
+    EXPECT_FALSE(c.admin.listen.has_value());
+}
+
+TEST(ConfigDefaults, ListenAcceptsOneStringOrAList) {
+    const Config c = load_ok(R"(
+servers:
+  one: { listen: "127.0.0.1:1" }
+  many: { listen: ["127.0.0.1:2", "[::1]:2"] }
+)");
+    EXPECT_EQ(server(c, "one").listen.size(), 1U);
+    ASSERT_EQ(server(c, "many").listen.size(), 2U);
+    EXPECT_EQ(server(c, "many").listen[1].to_string(), "[::1]:2");
+}
+
+TEST(ConfigDefaults, LogLevelsAndFormatsAreCaseInsensitive) {
+    const std::vector<std::pair<std::string, config::LogLevel>> cases = {
+        {"off", config::LogLevel::off},     {"error", config::LogLevel::error},
+        {"warn", config::LogLevel::warn},   {"INFO", config::LogLevel::info},
+        {"Debug", config::LogLevel::debug}, {"trace", config::LogLevel::trace},
+        {"disable", config::LogLevel::off}, {"DISABLE", config::LogLevel::off},
+    };
+    for (const auto& [text, level] : cases) {
+        SCOPED_TRACE(text);
+        const Config c = load_ok("log: " + text + "\nservers: {s: {listen: \"127.0.0.1:1\"}}\n");
+        EXPECT_EQ(c.log, level);
+        EXPECT_EQ(config::parse_log_level(text), level);
+    }
+    for (const auto& [key, value, expected] :
+         std::vector<std::tuple<std::string, std::string, config::LogFormat>>{
+             {"log_format", "txt", config::LogFormat::text},
+             {"log_format", "text", config::LogFormat::text},
+             {"log-format", "json", config::LogFormat::json},
+             {"log-format", "JSON", config::LogFormat::json},
+         }) {
+        SCOPED_TRACE(key + ": " + value);
+        const Config c =
+            load_ok(key + ": " + value + "\nservers: {s: {listen: \"127.0.0.1:1\"}}\n");
+        EXPECT_EQ(c.log_format, expected);
+    }
+}
+
+TEST(ConfigDefaults, BoolsAndScalarsMayBeAnyYamlScalar) {
+    const Config c = load_ok(R"(
+reload: { watch: "no" }
+servers:
+  s:
+    listen: "127.0.0.1:1"
+    tls: yes
+    maxclients: "12"
+    client_hello_timeout: 3
+    via:
+      headers:
+        X-Number: 42
+        X-Bool: false
+        X-Empty:
+)");
+    EXPECT_FALSE(c.reload.watch);
+    const auto& s = server(c, "s");
+    EXPECT_TRUE(s.tls);
+    EXPECT_EQ(s.maxclients, 12U);
+    EXPECT_EQ(s.client_hello_timeout, 3s);  // bare integers are seconds
+    ASSERT_EQ(s.via->headers.size(), 3U);
+    EXPECT_EQ(s.via->headers[0].value, "42");
+    EXPECT_EQ(s.via->headers[1].value, "false");
+    EXPECT_EQ(s.via->headers[2].value, "");
+}
+
+TEST(ConfigDefaults, TopLevelViaIsOnlyAnAnchor) {
+    // Not validated on its own: unknown keys and unset variables in it do not matter
+    // unless a server uses it.
+    const Config c = load_ok(R"(
+via: &v
+  nonsense: 1
+  target: ${UNSET_BUT_UNUSED}
+servers: { s: { listen: "127.0.0.1:1" } }
+)");
+    EXPECT_FALSE(server(c, "s").via.has_value());
+}
+
+TEST(ConfigDefaults, ListenAddressesAreNormalised) {
+    const Config c = load_ok(R"(
+servers: { s: { listen: ["[0:0:0:0:0:0:0:1]:5", "[2001:DB8::1]:5"] } }
+)");
+    EXPECT_EQ(server(c, "s").listen[0].to_string(), "[::1]:5");
+    EXPECT_EQ(server(c, "s").listen[1].to_string(), "[2001:db8::1]:5");
+}
+
+// ---------------------------------------------------------------------------------------
+// Seed compatibility
+
+TEST(ConfigSeed, ReadmeExampleFailsOnlyForItsDuplicateListenAddress) {
+    const auto errors = load_errors(read_fixture("seed-readme.yaml"));
+    ASSERT_EQ(errors.size(), 1U) << joined(errors);
+    EXPECT_TRUE(has_error(errors, "servers.health-server.listen[0]", 20,
+                          "duplicate listen address 127.0.0.1:8081"));
+    EXPECT_THAT(errors[0].message, HasSubstr("servers.proxy_server.listen[0]"));
+    EXPECT_EQ(errors[0].file, "test.yaml");
+    EXPECT_EQ(errors[0].to_string(),
+              "test.yaml:20: servers.health-server.listen[0]: " + errors[0].message);
+}
+
+TEST(ConfigSeed, ReadmeExampleWithDistinctPortsLoadsAndMeansTheSame) {
+    const Config c = load_ok(read_fixture("seed-readme-fixed.yaml"), default_vars, "readme.yaml");
+    EXPECT_EQ(c.version, 1);
+    EXPECT_EQ(c.log, config::LogLevel::info);
+    ASSERT_EQ(c.servers.size(), 2U);
+    const auto& proxy = c.servers[0];
+    EXPECT_EQ(proxy.name, "proxy_server");
+    EXPECT_EQ(proxy.listen[0].to_string(), "127.0.0.1:8081");
+    EXPECT_EQ(proxy.default_upstream, "remote");
+    EXPECT_EQ(proxy.maxclients, 3U);
+    ASSERT_TRUE(proxy.via.has_value());
+    // The seed wrote no port; CONNECT needs one, so target_port completes it (with a warning).
+    ASSERT_TRUE(proxy.via->target.has_value());
+    EXPECT_EQ(proxy.via->target->to_string(), "www.test1.com:443");
+    ASSERT_EQ(proxy.via->headers.size(), 3U);
+    EXPECT_EQ(proxy.via->headers[0].name, "Host");
+    EXPECT_EQ(proxy.via->headers[1].value, "Basic dXNlcjpwdw==");
+    EXPECT_EQ(proxy.via->headers[2].name, "Proxy-KeepAlive");
+    EXPECT_EQ(proxy.via->headers[2].value, "true");
+
+    const auto& health = c.servers[1];
+    EXPECT_EQ(health.name, "health-server");
+    EXPECT_EQ(health.listen[0].to_string(), "127.0.0.1:8082");
+    EXPECT_EQ(health.default_upstream, "health");
+    EXPECT_EQ(health.maxclients, 2U);
+    EXPECT_EQ(health.via, proxy.via);  // the same anchor
+
+    ASSERT_EQ(c.upstreams.size(), 1U);
+    EXPECT_EQ(c.upstreams[0].address.to_string(), "www.remote.example.com:8082");
+    EXPECT_TRUE(has_error(c.warnings, "servers.proxy_server.via.target", 5, "no port"));
+}
+
+TEST(ConfigSeed, SidecarShapeLoads) {
+    const Config c = load_ok(read_fixture("seed-sidecar.yaml"));
+    const auto& edge = server(c, "edge");
+    EXPECT_TRUE(edge.tls);
+    ASSERT_EQ(edge.sni.size(), 1U);
+    EXPECT_EQ(edge.sni[0].upstream, "hop-proxy");
+    EXPECT_EQ(edge.default_upstream, "echo");
+    EXPECT_EQ(edge.maxclients, 25U);
+    ASSERT_TRUE(edge.via && edge.via->target);
+    EXPECT_EQ(edge.via->target->to_string(), "egress.corp.test:8443");
+    EXPECT_EQ(edge.via->headers[0].value, "Bearer t0k3n");
+    EXPECT_EQ(edge.via->headers[1].value, "true");
+    EXPECT_EQ(server(c, "probe").default_upstream, "health");
+    EXPECT_EQ(server(c, "probe").via, edge.via);
+    EXPECT_TRUE(c.warnings.empty()) << joined(c.warnings);
+}
+
+TEST(ConfigSeed, PlainShapeLoads) {
+    const Config c = load_ok(read_fixture("seed-plain.yaml"));
+    EXPECT_EQ(c.log, config::LogLevel::off);
+    ASSERT_EQ(c.servers.size(), 3U);
+    const auto& front = server(c, "tls_front");
+    ASSERT_EQ(front.listen.size(), 2U);
+    EXPECT_EQ(front.listen[0].to_string(), "0.0.0.0:28443");
+    EXPECT_EQ(front.listen[1].to_string(), "[::]:28443");
+    EXPECT_EQ(route(front, "mail.example.net").upstream, "imap");
+    EXPECT_EQ(server(c, "forwarder").default_upstream, "backend");
+    EXPECT_EQ(server(c, "reflector").default_upstream, "echo");
+    EXPECT_EQ(c.upstreams.size(), 3U);
+    EXPECT_EQ(c.find_upstream("imap")->address.to_string(), "imap.example.net:993");
+}
+
+TEST(ConfigSeed, ExtendedShapesLoadAndMeanTheSame) {
+    const Config c = load_ok(read_fixture("seed-extended.yaml"));
+    EXPECT_EQ(c.version, 2);
+    EXPECT_EQ(c.log_format, config::LogFormat::json);
+    EXPECT_EQ(c.find_upstream("squid4")->family, address::Family::v4);
+    EXPECT_EQ(c.find_upstream("squid6")->family, address::Family::v6);
+    EXPECT_EQ(c.find_upstream("squid6")->address.to_string(), "[2001:db8::10]:3128");
+
+    EXPECT_FALSE(server(c, "only_default").via.has_value());
+    EXPECT_EQ(server(c, "v4_only").protocol, address::Family::v4);
+    EXPECT_EQ(server(c, "v4_only").via->connect_timeout, 20s);
+    EXPECT_EQ(server(c, "v6_only").protocol, address::Family::v6);
+
+    const auto& auth = server(c, "static_auth");
+    EXPECT_EQ(auth.via->target->to_string(), "outside.example.com:443");
+    EXPECT_EQ(auth.via->stats_interval, 30s);
+    EXPECT_EQ(auth.via->headers[0].value, "Basic c3F1aWQ6cHc=");
+    EXPECT_EQ(auth.via->headers[1].value, "on");
+
+    const auto& sni = server(c, "sni_as_target");
+    EXPECT_TRUE(sni.via->use_sni_as_target);
+    EXPECT_EQ(sni.via->stats_interval, 60s);
+    EXPECT_EQ(sni.maxclients, 200U);
+    EXPECT_FALSE(route(sni, "one.example.com").via.has_value());  // inherits
+    EXPECT_FALSE(route(sni, "two.example.com").via.has_value());  // inherits
+    const auto& three = route(sni, "three.example.com");
+    ASSERT_TRUE(three.via.has_value());
+    EXPECT_TRUE(three.via->is_direct());  // via: {} overrides with direct
+    EXPECT_EQ(three.upstream, "local_alt");
+    const auto& four = route(sni, "four.example.com");
+    EXPECT_TRUE(four.via->use_sni_as_target);
+    EXPECT_EQ(four.via->target_port, 8443);
+    EXPECT_EQ(four.via->connect_timeout, 60s);
+    EXPECT_EQ(four.via->stats_interval, 120s);
+    const auto& five = route(sni, "five.example.com");
+    EXPECT_EQ(five.via->target->to_string(), "five.example.com:443");
+    EXPECT_EQ(five.via->connect_timeout, 5s);
+    EXPECT_EQ(five.via->headers[0].value, "Basic c3F1aWQ6cHc=");
+    EXPECT_TRUE(c.warnings.empty()) << joined(c.warnings);
+}
+
+TEST(ConfigSeed, UnusedUpstreamIsOnlyAWarning) {
+    const Config c = load_ok(R"(
+servers: { s: { listen: "127.0.0.1:1", default: echo } }
+upstream:
+  spare: "tcp://127.0.0.1:2"
+)");
+    EXPECT_TRUE(has_error(c.warnings, "upstream.spare", 0, "not used"));
+}
+
+TEST(ConfigSeed, SniWithoutTlsLoadsWithAWarning) {
+    const Config c = load_ok(R"(
+servers:
+  s:
+    listen: "127.0.0.1:1"
+    sni:
+      a.example: echo
+)");
+    EXPECT_EQ(server(c, "s").sni.size(), 1U);
+    EXPECT_TRUE(has_error(c.warnings, "servers.s.sni", 5, "tls: true"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors: one test per class of SPEC §3, each checking the YAML path and the line.
+
+TEST(ConfigErrors, YamlSyntaxErrorGivesOneErrorWithItsLine) {
+    const auto errors = load_errors("version: 1\nservers:\n  s: [unclosed\n  t: 2\n");
+    ASSERT_EQ(errors.size(), 1U) << joined(errors);
+    EXPECT_EQ(errors[0].yaml_path, "");
+    EXPECT_GE(errors[0].line, 3);
+    EXPECT_THAT(errors[0].message, HasSubstr("YAML syntax error"));
+
+    const auto tab = load_errors("servers:\n\t s: 1\n");
+    ASSERT_EQ(tab.size(), 1U) << joined(tab);
+    EXPECT_EQ(tab[0].line, 2);
+}
+
+TEST(ConfigErrors, UnknownKeysAreErrorsWithTheirLine) {
+    const auto errors = load_errors(R"(version: 1
+lgo: info
+servers:
+  s:
+    listen: "127.0.0.1:1"
+    maxclient: 5
+    via:
+      conect_timeout: 5s
+    sni:
+      a.example: { upstream: echo, vai: {} }
+admin: { port: 1 }
+)");
+    EXPECT_TRUE(has_error(errors, "lgo", 2, "did you mean \"log\""));
+    EXPECT_TRUE(has_error(errors, "servers.s.maxclient", 6, "did you mean \"maxclients\""));
+    EXPECT_TRUE(has_error(errors, "servers.s.via.conect_timeout", 8, "unknown key"));
+    EXPECT_TRUE(has_error(errors, "servers.s.sni.\"a.example\".vai", 10, "unknown key"));
+    EXPECT_TRUE(has_error(errors, "admin.port", 11, "unknown key"));
+    EXPECT_EQ(errors.size(), 5U) << joined(errors);
+}
+
+TEST(ConfigErrors, VersionMustBeOneOrTwo) {
+    for (const std::string v : {"0", "3", "1.0", "one", "-1"}) {
+        SCOPED_TRACE(v);
+        expect_one_error("\nversion: " + v + "\nservers: {s: {listen: \"127.0.0.1:1\"}}\n",
+                         "version", 2, v == "one" || v == "1.0" ? "integer" : "must be 1 or 2");
+    }
+}
+
+TEST(ConfigErrors, LogLevelAndFormatMustBeKnown) {
+    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\"}}\nlog: verbose\n", "log", 2,
+                     "unknown log level \"verbose\"");
+    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\"}}\nlog_format: xml\n", "log_format", 2,
+                     "unknown log format \"xml\"");
+    expect_one_error(
+        "servers: {s: {listen: \"127.0.0.1:1\"}}\nlog_format: json\n"
+        "log-format: txt\n",
+        "log-format", 3, "given twice");
+}
+
+TEST(ConfigErrors, DuplicateListenAcrossServersNamesBoth) {
+    const auto errors = load_errors(R"(servers:
+  a:
+    listen: ["127.0.0.1:7000", "[::1]:7001"]
+  b:
+    listen:
+      - "127.0.0.2:7000"
+      - "[0::1]:7001"
+)");
+    ASSERT_EQ(errors.size(), 1U) << joined(errors);
+    EXPECT_TRUE(has_error(errors, "servers.b.listen[1]", 7,
+                          "duplicate listen address [::1]:7001 (already used by "
+                          "servers.a.listen[1] on line 3)"));
+}
+
+TEST(ConfigErrors, DuplicateListenWithinOneServerAndWithAdmin) {
+    const auto errors = load_errors(R"(admin:
+  listen: "127.0.0.1:7000"
+servers:
+  a:
+    listen: ["127.0.0.1:7000", "127.0.0.1:7000"]
+)");
+    EXPECT_TRUE(has_error(errors, "servers.a.listen[1]", 5, "duplicate listen address"));
+    EXPECT_TRUE(has_error(errors, "admin.listen", 2, "servers.a.listen[0]"));
+    EXPECT_EQ(errors.size(), 2U) << joined(errors);
+}
+
+TEST(ConfigErrors, PortZeroNeverCollides) {
+    const Config c = load_ok(R"(
+admin: { listen: "127.0.0.1:0" }
+servers:
+  a: { listen: ["127.0.0.1:0", "127.0.0.1:0"] }
+)");
+    EXPECT_EQ(server(c, "a").listen.size(), 2U);
+}
+
+TEST(ConfigErrors, UnknownUpstreamInDefaultAndSni) {
+    const auto errors = load_errors(R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    tls: true
+    default: nowhere
+    sni:
+      a.example: missing_a
+      b.example:
+        upstream: missing_b
+upstream:
+  there: "tcp://127.0.0.1:2"
+)");
+    EXPECT_TRUE(has_error(errors, "servers.s.default", 5, "unknown upstream \"nowhere\""));
+    EXPECT_TRUE(has_error(errors, "servers.s.sni.\"a.example\"", 7, "unknown upstream"));
+    EXPECT_TRUE(has_error(errors, "servers.s.sni.\"b.example\".upstream", 9, "missing_b"));
+    EXPECT_EQ(errors.size(), 3U) << joined(errors);
+}
+
+TEST(ConfigErrors, UpstreamNameIsCaseSensitiveAndBuiltinsAreLowerCase) {
+    expect_one_error("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    default: Echo\n",
+                     "servers.s.default", 4, "unknown upstream \"Echo\"");
+}
+
+TEST(ConfigErrors, BadUpstreamUrls) {
+    const std::vector<std::string> bad = {"http://example.com:80",
+                                          "tcp://example.com",
+                                          "tcp://example.com:0",
+                                          "tcp://example.com:70000",
+                                          "tcp://:80",
+                                          "not-a-url",
+                                          "tcp://user@h:1",
+                                          "tcp://h:1/path",
+                                          "tcp4://[::1]:80",
+                                          "\"\""};
+    for (const auto& url : bad) {
+        SCOPED_TRACE(url);
+        expect_one_error(
+            "servers: {s: {listen: \"127.0.0.1:1\", default: u}}\nupstream:\n"
+            "  u: " +
+                url + "\n",
+            "upstream.u", 3, "invalid upstream URL");
+    }
+}
+
+TEST(ConfigErrors, BuiltinUpstreamsCannotBeRedefined) {
+    for (const std::string name : {"ban", "echo", "health"}) {
+        SCOPED_TRACE(name);
+        expect_one_error("servers: {s: {listen: \"127.0.0.1:1\"}}\nupstream:\n  " + name +
+                             ": \"tcp://127.0.0.1:2\"\n",
+                         "upstream." + name, 3, "built-in");
+    }
+}
+
+TEST(ConfigErrors, BadListenAddresses) {
+    const std::vector<std::string> bad = {
+        "127.0.0.1",       "localhost:80", ":80",         "::1:80", "\"[::1]\"",
+        "127.0.0.1:99999", "999.1.1.1:80", "\"[::1]:x\"", "\"\"",   "example.com:443"};
+    for (const auto& addr : bad) {
+        SCOPED_TRACE(addr);
+        expect_one_error(
+            "servers:\n  s:\n    listen:\n      - \"127.0.0.1:1\"\n      - " + addr + "\n",
+            "servers.s.listen[1]", 5, "listen address");
+    }
+    expect_one_error("servers:\n  s:\n    listen:\n", "servers.s.listen", 2, "missing");
+    expect_one_error("servers:\n  s:\n    listen: {a: 1}\n", "servers.s.listen", 3,
+                     "expected a listen address");
+}
+
+TEST(ConfigErrors, ProtocolMustMatchListenFamily) {
+    expect_one_error(R"(servers:
+  s:
+    listen: ["127.0.0.1:1", "[::1]:1"]
+    protocol: tcp4
+)",
+                     "servers.s.listen[1]", 3, "IPv6 but the protocol is tcp4");
+    expect_one_error(R"(servers:
+  s:
+    protocol: tcp6
+    listen:
+      - "127.0.0.1:1"
+)",
+                     "servers.s.listen[0]", 5, "IPv4 but the protocol is tcp6");
+    expect_one_error("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    protocol: udp\n",
+                     "servers.s.protocol", 4, "unknown protocol \"udp\"");
+}
+
+TEST(ConfigErrors, DuplicateSniKeyAfterLowerCasingNamesBoth) {
+    const auto errors = load_errors(R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    tls: true
+    sni:
+      www.example.com: echo
+      "*.Example.org": echo
+      WWW.Example.COM: ban
+      "*.example.ORG": ban
+)");
+    EXPECT_TRUE(has_error(errors, "servers.s.sni.\"WWW.Example.COM\"", 8,
+                          "same as \"www.example.com\" on line 6"));
+    EXPECT_TRUE(has_error(errors, "servers.s.sni.\"*.example.ORG\"", 9,
+                          "same as \"*.Example.org\" on line 7"));
+    EXPECT_EQ(errors.size(), 2U) << joined(errors);
+}
+
+TEST(ConfigErrors, InvalidWildcards) {
+    for (const std::string key :
+         {"*", "a.*.b", "*x.org", "**.x", "*.", "*.*.x", "x.*", "*.a..b", "a*.org"}) {
+        SCOPED_TRACE(key);
+        expect_one_error(
+            "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    tls: true\n    sni:\n"
+            "      \"" +
+                key + "\": echo\n",
+            "servers.s.sni.\"" + key + "\"", 6, "wildcard");
+    }
+}
+
+TEST(ConfigErrors, SniKeysMustBeHostNames) {
+    for (const std::string key : {"a..b", ".a", "a b", "a/b", "a:443", "a.", "a%b"}) {
+        SCOPED_TRACE(key);
+        const auto errors = load_errors(
+            "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    tls: true\n    sni:\n"
+            "      \"" +
+            key + "\": echo\n");
+        ASSERT_EQ(errors.size(), 1U) << joined(errors);
+        EXPECT_EQ(errors[0].line, 6);
+        EXPECT_THAT(errors[0].message, HasSubstr("not a valid host name"));
+    }
+}
+
+TEST(ConfigErrors, SniValueShapes) {
+    expect_one_error(R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    tls: true
+    sni:
+      a.example: [echo]
+)",
+                     "servers.s.sni.\"a.example\"", 6, "expected an upstream name or a map");
+    expect_one_error(R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    tls: true
+    sni:
+      a.example:
+        via: {}
+)",
+                     "servers.s.sni.\"a.example\".upstream", 6, "needs an upstream");
+}
+
+TEST(ConfigErrors, HeaderNameMustBeAToken) {
+    for (const std::string name : {"Bad Name", "X(1)", "\"\"", "Ümlaut", "a:b", "X/Y"}) {
+        SCOPED_TRACE(name);
+        const auto errors = load_errors(
+            "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    via:\n      headers:\n"
+            "        " +
+            name + ": v\n");
+        ASSERT_EQ(errors.size(), 1U) << joined(errors);
+        EXPECT_EQ(errors[0].line, 6);
+        EXPECT_THAT(errors[0].yaml_path, testing::StartsWith("servers.s.via.headers."));
+        EXPECT_THAT(errors[0].message, HasSubstr("not an HTTP token"));
+    }
+}
+
+TEST(ConfigErrors, HeaderValueMustNotContainCrLfNul) {
+    const std::string yaml = R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    via:
+      headers:
+        X-From-Env: "a ${INJECT}"
+        X-Literal: "a\r\nInjected: 1"
+        X-Nul: "a\0b"
+)";
+    const auto errors = load_errors(yaml, Vars{{"INJECT", "x\nEvil: 1"}});
+    EXPECT_TRUE(has_error(errors, "servers.s.via.headers.X-From-Env", 6, "CR, LF or NUL"));
+    EXPECT_TRUE(has_error(errors, "servers.s.via.headers.X-Literal", 7, "CR, LF or NUL"));
+    EXPECT_TRUE(has_error(errors, "servers.s.via.headers.X-Nul", 8, "CR, LF or NUL"));
+    EXPECT_EQ(errors.size(), 3U) << joined(errors);
+    for (const auto& e : errors) {
+        EXPECT_THAT(e.message, Not(HasSubstr("Evil"))) << "a header value leaked";
+    }
+}
+
+TEST(ConfigErrors, UseSniAsTargetWithTargetIsAnError) {
+    expect_one_error(R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    tls: true
+    via:
+      use_sni_as_target: true
+      target: "proxy.example:3128"
+)",
+                     "servers.s.via.target", 7, "both set");
+}
+
+TEST(ConfigErrors, MaxclientsMustBePositive) {
+    for (const std::string n : {"0", "-3", "4294967296"}) {
+        SCOPED_TRACE(n);
+        expect_one_error("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    maxclients: " + n + "\n",
+                         "servers.s.maxclients", 4, "maxclients must be between 1");
+    }
+    expect_one_error("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    maxclients: lots\n",
+                     "servers.s.maxclients", 4, "expected an integer");
+}
+
+TEST(ConfigErrors, UnsetVariableIsNamedAtItsPath) {
+    const auto errors = load_errors(R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    default: u
+    via:
+      target: "${NO_TARGET}"
+      headers:
+        Proxy-Authorization: "Basic $NO_SECRET"
+upstream:
+  u: "tcp://${NO_HOST}:3128"
+)",
+                                    Vars{});
+    EXPECT_TRUE(has_error(errors, "servers.s.via.target", 6, "NO_TARGET"));
+    EXPECT_TRUE(has_error(errors, "servers.s.via.headers.Proxy-Authorization", 8, "NO_SECRET"));
+    EXPECT_TRUE(has_error(errors, "upstream.u", 10, "NO_HOST"));
+    EXPECT_EQ(errors.size(), 3U) << joined(errors);
+}
+
+TEST(ConfigErrors, BadTargetAndTargetPort) {
+    expect_one_error(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    via:\n"
+        "      target: \"bad host:80\"\n",
+        "servers.s.via.target", 5, "bad CONNECT target");
+    expect_one_error(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    via:\n"
+        "      target_port: 0\n",
+        "servers.s.via.target_port", 5, "between 1 and 65535");
+}
+
+TEST(ConfigErrors, BadDurations) {
+    const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+        {"reload:\n  poll_interval: soon\n", "reload.poll_interval", "soon"},
+        {"shutdown:\n  delay: -1s\n", "shutdown.delay", "-1s"},
+        {"shutdown:\n  drain_timeout: 1.5s\n", "shutdown.drain_timeout", "1.5s"},
+        {"resolve_interval: 0s\n", "resolve_interval", "greater than 0s"},
+    };
+    for (const auto& [yaml, path, text] : cases) {
+        SCOPED_TRACE(yaml);
+        expect_one_error("servers: {s: {listen: \"127.0.0.1:1\"}}\n" + yaml, path,
+                         yaml.find('\n') + 1 == yaml.size() ? 2 : 3, text);
+    }
+    expect_one_error("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    client_hello_timeout: 0\n",
+                     "servers.s.client_hello_timeout", 4, "greater than 0s");
+    expect_one_error(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    via:\n"
+        "      connect_timeout: 0ms\n",
+        "servers.s.via.connect_timeout", 5, "greater than 0s");
+}
+
+TEST(ConfigErrors, AdminSettings) {
+    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\"}}\nadmin:\n  control_from: world\n",
+                     "admin.control_from", 3, "loopback or any");
+    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\"}}\nadmin:\n  listen: nowhere\n",
+                     "admin.listen", 3, "listen address");
+}
+
+TEST(ConfigErrors, WrongTypes) {
+    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\", tls: [true]}}\n", "servers.s.tls", 1,
+                     "expected true or false");
+    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\", tls: maybe}}\n", "servers.s.tls", 1,
+                     "expected true or false");
+    expect_one_error("servers: [a, b]\n", "servers", 1, "expected a map");
+    expect_one_error("servers:\n  s: 5\n", "servers.s", 2, "expected a map");
+    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\", via: yes}}\n", "servers.s.via", 1,
+                     "expected a map");
+    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\"}}\nupstream:\n  u: {a: 1}\n",
+                     "upstream.u", 3, "expected a URL");
+}
+
+TEST(ConfigErrors, DuplicateYamlKeys) {
+    expect_one_error(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    tls: true\n"
+        "    tls: false\n",
+        "servers.s.tls", 5, "duplicate key (first on line 4)");
+}
+
+TEST(ConfigErrors, ServersAreRequired) {
+    expect_one_error("version: 1\nlog: info\n", "servers", 1, "needs a `servers` map");
+}
+
+TEST(ConfigErrors, NonScalarKeysAreRejected) {
+    expect_one_error("servers:\n  ? [a, b]\n  : {listen: \"127.0.0.1:1\"}\n", "servers", 2,
+                     "a key must be a scalar");
+}
+
+TEST(ConfigErrors, AllErrorsAreCollectedInLineOrder) {
+    const auto errors = load_errors(R"(version: 9
+log: loud
+servers:
+  a:
+    listen: "127.0.0.1:1"
+    maxclients: 0
+    default: ghost
+  b:
+    listen: "127.0.0.1:1"
+upstream:
+  echo: "tcp://127.0.0.1:2"
+)");
+    ASSERT_EQ(errors.size(), 6U) << joined(errors);
+    const std::vector<int> lines = {1, 2, 6, 7, 9, 11};
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+        EXPECT_EQ(errors[i].line, lines[i]) << joined(errors);
+    }
+}
+
+TEST(ConfigErrors, ManyErrorsAreCapped) {
+    std::string yaml = "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    tls: true\n    sni:\n";
+    for (int i = 0; i < 1000; ++i) {
+        yaml += "      h" + std::to_string(i) + ".example: nowhere\n";
+    }
+    const auto errors = load_errors(yaml);
+    ASSERT_GT(errors.size(), 10U);
+    EXPECT_LE(errors.size(), 201U);
+    EXPECT_THAT(errors.back().message, HasSubstr("more errors not shown"));
+}
+
+TEST(ConfigErrors, PathsQuoteSpecialKeys) {
+    const auto errors = load_errors(R"(servers:
+  "my server":
+    listen: "127.0.0.1:1"
+    "we\"ird": 1
+)");
+    EXPECT_TRUE(has_error(errors, R"(servers."my server"."we\"ird")", 4, "unknown key"));
+}
+
+TEST(ConfigErrors, ToStringFormats) {
+    EXPECT_EQ((ConfigError{"f.yaml", "a.b", 3, "bad"}).to_string(), "f.yaml:3: a.b: bad");
+    EXPECT_EQ((ConfigError{"f.yaml", "", 3, "bad"}).to_string(), "f.yaml:3: bad");
+    EXPECT_EQ((ConfigError{"f.yaml", "a", 0, "bad"}).to_string(), "f.yaml: a: bad");
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile input: load() returns errors, never throws or crashes.
+
+void expect_rejected_quietly(const std::string& yaml) {
+    config::LoadResult r;
+    ASSERT_NO_THROW(r = config::load(yaml, "hostile.yaml", lookup_of({})));
+    ASSERT_TRUE(std::holds_alternative<std::vector<ConfigError>>(r));
+    EXPECT_FALSE(std::get<std::vector<ConfigError>>(r).empty());
+}
+
+TEST(ConfigHostile, EmptyAndNonMapDocuments) {
+    for (const std::string yaml : {"", "\n\n", "# only a comment\n", "---\n", "just a scalar", "42",
+                                   "- a\n- b\n", "[]", "{}", "~",
+                                   "---\nservers: {}\n---\n"
+                                   "servers: {}\n"}) {
+        SCOPED_TRACE(yaml);
+        expect_rejected_quietly(yaml);
+    }
+}
+
+TEST(ConfigHostile, OversizedTextIsRefusedBeforeParsing) {
+    const auto errors = load_errors(std::string(17 * 1024 * 1024, '#'));
+    ASSERT_EQ(errors.size(), 1U);
+    EXPECT_THAT(errors[0].message, HasSubstr("larger than"));
+}
+
+TEST(ConfigHostile, DeepNesting) {
+    expect_rejected_quietly(std::string(100000, '['));
+    expect_rejected_quietly(std::string(100000, '[') + std::string(100000, ']'));
+    expect_rejected_quietly("servers: " + std::string(50000, '{'));
+    std::string nested_maps = "servers:\n";
+    for (int i = 0; i < 3000; ++i) {
+        nested_maps += std::string(static_cast<std::size_t>(2 * (i + 1)), ' ') + "k:\n";
+    }
+    expect_rejected_quietly(nested_maps);
+}
+
+TEST(ConfigHostile, HugeScalars) {
+    const std::string big(1024 * 1024, 'a');
+    expect_rejected_quietly("servers:\n  s:\n    listen: \"" + big + "\"\n");
+    expect_rejected_quietly("servers:\n  " + big + ": 1\n");
+    expect_rejected_quietly(big);
+    const auto errors =
+        load_errors("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    " + big + ": 1\n");
+    ASSERT_EQ(errors.size(), 1U);
+    EXPECT_LT(errors[0].to_string().size(), 2000U) << "messages quote a bounded excerpt";
+}
+
+TEST(ConfigHostile, AliasCyclesAndFanOut) {
+    for (const std::string yaml : {
+             "servers: &s\n  a: *s\n",
+             "servers:\n  a: &a\n    listen: *a\n",
+             "servers:\n  a:\n    listen: &l [*l]\n",
+             "servers:\n  a: &a\n    listen: \"127.0.0.1:1\"\n    tls: true\n    sni: *a\n",
+             "servers:\n  a: &a\n    listen: \"127.0.0.1:1\"\n    via: &v\n      headers: *v\n",
+             "a: &a [*a, *a, *a]\nservers: *a\n",
+         }) {
+        SCOPED_TRACE(yaml);
+        expect_rejected_quietly(yaml);
+    }
+    // Billion laughs: aliases share nodes, and the schema-driven walk never expands them.
+    std::string laughs = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n";
+    for (int i = 1; i < 30; ++i) {
+        const auto prev = "*l" + std::to_string(i - 1);
+        laughs += "l" + std::to_string(i) + ": &l" + std::to_string(i) + " [" + prev + ", " + prev +
+                  ", " + prev + ", " + prev + ", " + prev + "]\n";
+    }
+    laughs += "servers:\n  s:\n    listen: *l29\n";
+    expect_rejected_quietly(laughs);
+}
+
+TEST(ConfigHostile, BinaryGarbage) {
+    std::mt19937 rng(12345);
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (int round = 0; round < 200; ++round) {
+        std::string junk(static_cast<std::size_t>(1 + round * 37 % 4096), '\0');
+        for (auto& c : junk) {
+            c = static_cast<char>(byte(rng));
+        }
+        SCOPED_TRACE(round);
+        config::LoadResult r;
+        ASSERT_NO_THROW(r = config::load(junk, "junk.yaml", lookup_of({})));
+        if (const auto* c = std::get_if<Config>(&r)) {
+            EXPECT_NO_THROW((void)config::to_json(*c));
+        }
+    }
+    expect_rejected_quietly(std::string("servers:\0\n  s: {}\n", 18));
+    expect_rejected_quietly("\xef\xbb\xbf\xff\xfe\x00servers");
+}
+
+// ---------------------------------------------------------------------------------------
+// to_json and sha256_hex
+
+TEST(ConfigJson, EffectiveConfigHasEveryKeyAndRedactsHeaderValues) {
+    const Config c = load_ok(read_fixture("tpt-full.yaml"));
+    const std::string text = config::to_json(c);
+    EXPECT_EQ(text.find("dXNlcjpwdw=="), std::string::npos) << "a header value leaked";
+    const auto root = boost::json::parse(text).as_object();
+    EXPECT_EQ(root.at("version").as_int64(), 2);
+    EXPECT_EQ(root.at("log").as_string(), "trace");
+    EXPECT_EQ(root.at("log_format").as_string(), "text");
+    EXPECT_EQ(root.at("admin").at("listen").as_string(), "127.0.0.1:19901");
+    EXPECT_EQ(root.at("admin").at("control_from").as_string(), "any");
+    EXPECT_EQ(root.at("reload").at("watch").as_bool(), false);
+    EXPECT_EQ(root.at("reload").at("poll_interval").as_string(), "5s");
+    EXPECT_EQ(root.at("shutdown").at("delay").as_string(), "3s");
+    EXPECT_EQ(root.at("shutdown").at("drain_timeout").as_string(), "1m30s");
+    EXPECT_EQ(root.at("resolve_interval").as_string(), "10m");
+
+    const auto& s = root.at("servers").at("egress").as_object();
+    EXPECT_EQ(s.at("listen").as_array().at(0).as_string(), "[::1]:19443");
+    EXPECT_EQ(s.at("protocol").as_string(), "tcp6");
+    EXPECT_EQ(s.at("tls").as_bool(), true);
+    EXPECT_EQ(s.at("default").as_string(), "health");
+    EXPECT_EQ(s.at("maxclients").as_int64(), 7);
+    EXPECT_EQ(s.at("client_hello_timeout").as_string(), "2s500ms");
+    EXPECT_EQ(s.at("idle_timeout").as_string(), "1h");
+    const auto& via = s.at("via").as_object();
+    EXPECT_EQ(via.at("target").as_string(), "connect.example.net:3128");
+    EXPECT_EQ(via.at("use_sni_as_target").as_bool(), false);
+    EXPECT_EQ(via.at("target_port").as_int64(), 8443);
+    EXPECT_EQ(via.at("connect_timeout").as_string(), "45s");
+    EXPECT_EQ(via.at("stats_interval").as_string(), "10s");
+    EXPECT_EQ(via.at("headers").at("Proxy-Authorization").as_string(), "<redacted>");
+    EXPECT_EQ(via.at("headers").at("X-Cost-Center").as_string(), "<redacted>");
+
+    const auto& sni = s.at("sni").as_object();
+    EXPECT_EQ(sni.size(), 4U);
+    EXPECT_EQ(sni.at("www.Example.com").at("upstream").as_string(), "corp");
+    EXPECT_TRUE(sni.at("www.Example.com").at("via").is_null());
+    EXPECT_EQ(sni.at("*.example.org").at("wildcard").as_bool(), true);
+    EXPECT_TRUE(sni.at("*.deep.example.org").at("via").at("target").is_null());
+
+    EXPECT_EQ(root.at("upstream").at("corp").as_string(), "tcp://proxy.internal:3128");
+}
+
+TEST(ConfigJson, DisabledAdminAndDirectServer) {
+    const Config c = load_ok("admin: {listen: \"\"}\nservers: {s: {listen: \"127.0.0.1:1\"}}\n");
+    const auto root = boost::json::parse(config::to_json(c)).as_object();
+    EXPECT_EQ(root.at("admin").at("listen").as_string(), "");
+    EXPECT_TRUE(root.at("servers").at("s").at("via").is_null());
+    EXPECT_TRUE(root.at("upstream").as_object().empty());
+}
+
+TEST(ConfigJson, Sha256MatchesKnownVectors) {
+    EXPECT_EQ(config::sha256_hex(""),
+              "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    EXPECT_EQ(config::sha256_hex("abc"),
+              "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    EXPECT_EQ(config::sha256_hex(std::string_view("a\0b", 3)).size(), 64U);
+}
+
+TEST(ConfigJson, ReloadingTheSameTextGivesAnEqualConfig) {
+    const std::string text = read_fixture("seed-extended.yaml");
+    EXPECT_EQ(load_ok(text, default_vars, "a.yaml"), load_ok(text, default_vars, "b.yaml"));
+    EXPECT_NE(load_ok(text), load_ok(read_fixture("seed-plain.yaml")));
+}
+
+}  // namespace
