@@ -1,7 +1,6 @@
 // main: argv -> App -> exit code.
-#include <cstdio>
+#include <tpt/app.hpp>
 
-int main() {
-    std::puts("tpt: not built yet");
-    return 1;
+int main(int argc, char** argv) {
+    return tpt::app::run(argc, argv, TPT_VERSION);
 }

@@ -26,6 +26,7 @@ enum class Outcome : std::uint8_t {
     client_reset,          // the client reset or errored mid-tunnel
     upstream_reset,        // the upstream reset or errored mid-tunnel
     shutdown,              // closed by the drain timeout at shutdown
+    client_closed,         // the client closed before sending a byte (TLS listeners)
 };
 
 std::string_view to_string(Outcome o) noexcept;

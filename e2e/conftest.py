@@ -1,0 +1,41 @@
+"""pytest fixtures: the built tpt binary, started on temp configs and always stopped."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import REPO_ROOT, TptProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tpt_bin():
+    path = Path(os.environ.get("TPT_BIN", REPO_ROOT / "build" / "release" / "tpt"))
+    assert path.exists(), f"tpt binary not found at {path} (build it or set TPT_BIN)"
+    return path
+
+
+@pytest.fixture
+def tpt(tpt_bin, tmp_path):
+    """Factory: tpt(config_text, env=None, args=None, ready=True) -> TptProcess."""
+    started = []
+
+    def start(config_text, env=None, args=None, ready=True, config_name="tpt.yaml"):
+        workdir = tmp_path / f"tpt{len(started)}"
+        workdir.mkdir()
+        proc = TptProcess(tpt_bin, config_text, env=env, args=args, workdir=workdir,
+                          ready=False, config_name=config_name)
+        started.append(proc)
+        if ready and proc.admin:
+            proc.wait_ready()
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

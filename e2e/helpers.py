@@ -1,0 +1,135 @@
+"""Shared helpers for the black-box tests: ports, polling with deadlines, tiny HTTP client."""
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago on host (bind to 0 and close)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, what="condition", interval=0.02):
+    """Poll predicate until it returns a truthy value; raise naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - polled probes may fail until ready
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def http_request(url, method="GET", body=None, headers=None, timeout=5.0):
+    """Returns (status, headers dict lower-cased, body bytes)."""
+    m = re.match(r"http://([^/:]+|\[[^\]]+\]):(\d+)(/.*)?$", url)
+    assert m, url
+    host = m.group(1).strip("[]")
+    conn = http.client.HTTPConnection(host, int(m.group(2)), timeout=timeout)
+    try:
+        conn.request(method, m.group(3) or "/", body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def http_get(url, timeout=5.0):
+    return http_request(url, "GET", timeout=timeout)
+
+
+def metric_value(metrics_text, name, labels=None):
+    """The value of one sample of the Prometheus text, or None. labels: dict subset to match."""
+    for line in metrics_text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        if all(got.get(k) == v for k, v in (labels or {}).items()):
+            return float(m.group(4))
+    return None
+
+
+class TptProcess:
+    """A running tpt binary with its config file and captured stderr log."""
+
+    def __init__(self, binary, config_text, env=None, args=None, workdir=None, ready=True,
+                 config_name="tpt.yaml"):
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="tpt-e2e-"))
+        self.config_path = self.dir / config_name
+        self.config_path.write_text(config_text)
+        self.log_path = self.dir / "tpt.log"
+        self._log = open(self.log_path, "wb")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TPT_")}
+        full_env.update(env or {})
+        cmd = [str(binary), "-c", str(self.config_path)] + list(args or [])
+        self.popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                      env=full_env, cwd=self.dir)
+        self.admin = None
+        m = re.search(r'^\s*listen:\s*"?([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)"?\s*$',
+                      _admin_block(config_text), re.M)
+        if m:
+            host = m.group(1)
+            if host in ("0.0.0.0", "[::]"):
+                host = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+            self.admin = f"http://{host}:{m.group(2)}"
+        if ready and self.admin:
+            self.wait_ready()
+
+    def wait_ready(self, timeout=15.0):
+        def ok():
+            if self.popen.poll() is not None:
+                raise AssertionError(f"tpt exited with {self.popen.returncode}:\n{self.log_text()}")
+            return http_get(self.admin + "/ready", timeout=1.0)[0] == 200
+        wait_until(ok, timeout, "tpt /ready")
+
+    def log_text(self):
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern, timeout=10.0):
+        rx = re.compile(pattern)
+        return wait_until(lambda: rx.search(self.log_text()), timeout, f"log line /{pattern}/")
+
+    def metrics(self):
+        status, _, body = http_get(self.admin + "/metrics")
+        assert status == 200
+        return body.decode()
+
+    def signal(self, sig=signal.SIGTERM):
+        self.popen.send_signal(sig)
+
+    def stop(self, timeout=10.0):
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+        return self.popen.returncode
+
+
+def _admin_block(config_text):
+    m = re.search(r"^admin:\s*\n((?:[ \t]+.*\n?)*)", config_text, re.M)
+    return m.group(1) if m else ""

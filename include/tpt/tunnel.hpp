@@ -1,0 +1,35 @@
+// tunnel: relay bytes both ways between two connected sockets until both directions closed.
+// Thread affinity: both sockets' worker. Memory: one chunk per direction, only while bytes
+// are in flight (backpressure: the next read waits for the previous write).
+#pragma once
+
+#include <cstdint>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <tpt/outcome.hpp>
+#include <tpt/runtime.hpp>
+
+namespace tpt::tunnel {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+// Plain counters of one tunnel, read by the worker's tick (same thread).
+struct Counters {
+    std::uint64_t to_upstream = 0;
+    std::uint64_t to_client = 0;
+    runtime::Clock::time_point last_activity = runtime::Clock::now();
+};
+
+// FIN from one side is passed on as shutdown(send) on the other and the other direction keeps
+// flowing; a reset or error on either side closes both. Returns ok when both directions ended
+// with FIN, else client_reset / upstream_reset.
+net::awaitable<Outcome> relay(tcp::socket& client, tcp::socket& upstream, runtime::Worker& worker,
+                              Counters& counters);
+
+// The built-in `echo`: every byte read from the client is written back to it.
+net::awaitable<Outcome> echo(tcp::socket& client, runtime::Worker& worker, Counters& counters);
+
+}  // namespace tpt::tunnel

@@ -1,0 +1,58 @@
+// upstream: resolve an upstream host (cached per worker, re-resolved every resolve_interval)
+// and connect to it, trying every address within one deadline.
+// Thread affinity: a Resolver and the sockets belong to one worker; no locks.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <tpt/address.hpp>
+#include <tpt/outcome.hpp>
+#include <tpt/runtime.hpp>
+
+namespace tpt::upstream {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+// Per-worker DNS cache. Entries older than the refresh interval are re-resolved on next use;
+// when that fails, the stale addresses keep serving and the next use retries.
+class Resolver {
+public:
+    explicit Resolver(net::any_io_executor ex) : resolver_(ex) {}
+
+    struct Answer {
+        std::vector<tcp::endpoint> endpoints;  // empty: failed
+        std::string error;
+    };
+    net::awaitable<Answer> resolve(const address::HostPort& hp, address::Family family,
+                                   std::chrono::milliseconds refresh);
+
+private:
+    struct Entry {
+        std::vector<tcp::endpoint> endpoints;
+        runtime::Clock::time_point resolved_at;
+    };
+    tcp::resolver resolver_;
+    std::unordered_map<std::string, Entry> cache_;
+};
+
+struct ConnectResult {
+    Outcome outcome = Outcome::ok;  // ok | dns | connect_refused | connect_timeout
+    tcp::endpoint peer;
+    std::string detail;  // resolver / socket error text for the log
+};
+
+// Connects `socket` (closed on entry) to the first address of hp that accepts, in resolver
+// order, all within `deadline`.
+net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
+                                      const address::HostPort& hp, address::Family family,
+                                      std::chrono::milliseconds refresh,
+                                      runtime::Clock::time_point deadline);
+
+}  // namespace tpt::upstream

@@ -1,0 +1,220 @@
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <tpt/log.hpp>
+#include <tpt/reload.hpp>
+
+#include <sys/inotify.h>
+
+namespace tpt::reload {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr auto quiet_period = 50ms;
+constexpr auto max_delay = 100ms;
+constexpr std::uint32_t watch_mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE |
+                                     IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF |
+                                     IN_MOVE_SELF | IN_DONT_FOLLOW;
+
+// True when a watch ended or events were dropped (IN_IGNORED, IN_DELETE_SELF,
+// IN_Q_OVERFLOW): then every watch is re-added and the file re-read. Kept out of the
+// coroutine: inotify_event ends in a flexible array member, which a frame cannot hold.
+bool watch_lost(const char* buf, std::size_t n) {
+    bool lost = false;
+    for (std::size_t off = 0; off + sizeof(inotify_event) <= n;) {
+        inotify_event ev{};
+        std::memcpy(&ev, buf + off, sizeof ev);
+        if ((ev.mask & (IN_IGNORED | IN_DELETE_SELF | IN_Q_OVERFLOW)) != 0) {
+            lost = true;
+        }
+        off += sizeof(inotify_event) + ev.len;
+    }
+    return lost;
+}
+
+std::string parent_of(const fs::path& p) {
+    auto parent = p.parent_path();
+    return parent.empty() ? std::string(".") : parent.string();
+}
+}  // namespace
+
+Watcher::Watcher(net::any_io_executor executor, std::string path, Callback on_maybe_changed)
+    : executor_(executor),
+      path_(std::move(path)),
+      callback_(std::move(on_maybe_changed)),
+      quiet_timer_(executor) {}
+
+Watcher::~Watcher() {
+    if (stream_) {
+        boost::system::error_code ignored;
+        stream_->close(ignored);
+    }
+}
+
+void Watcher::start(bool inotify, std::chrono::milliseconds poll_interval) {
+    if (inotify) {
+        fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd_ < 0) {
+            log::error("inotify unavailable, relying on the poll fallback",
+                       {{"error", std::strerror(errno)}});
+        } else {
+            stream_ = std::make_unique<net::posix::stream_descriptor>(executor_, fd_);
+            rewatch();
+            net::co_spawn(executor_, read_loop(shared_from_this()), net::detached);
+        }
+    }
+    set_poll_interval(poll_interval);
+}
+
+void Watcher::set_poll_interval(std::chrono::milliseconds poll_interval) {
+    if (poll_interval == poll_interval_) {
+        return;
+    }
+    poll_interval_ = poll_interval;
+    ++poll_generation_;  // ends the previous poll loop at its next wake-up
+    if (poll_interval_ > 0ms && !stopped_) {
+        net::co_spawn(executor_, poll_loop(shared_from_this(), poll_generation_), net::detached);
+    }
+}
+
+void Watcher::stop() {
+    stopped_ = true;
+    ++poll_generation_;
+    quiet_timer_.cancel();
+    if (stream_) {
+        boost::system::error_code ignored;
+        stream_->close(ignored);
+    }
+}
+
+std::vector<std::string> Watcher::watched() const {
+    std::vector<std::string> dirs;
+    for (const auto& [wd, dir] : watches_) {
+        dirs.push_back(dir);
+    }
+    return dirs;
+}
+
+void Watcher::rewatch() {
+    if (fd_ < 0 || stopped_) {
+        return;
+    }
+    std::vector<std::string> wanted{parent_of(fs::path(path_))};
+    std::error_code ec;
+    const auto real = fs::canonical(fs::path(path_), ec);
+    if (!ec) {
+        const auto real_dir = parent_of(real);
+        std::error_code ec2;
+        if (!fs::equivalent(real_dir, wanted.front(), ec2)) {
+            wanted.push_back(real_dir);
+        }
+    }
+    // Drop watches on directories we no longer want (the old ..<timestamp> dir is deleted by
+    // the kubelet anyway; its watch then ends with IN_IGNORED).
+    for (auto it = watches_.begin(); it != watches_.end();) {
+        if (std::find(wanted.begin(), wanted.end(), it->second) == wanted.end()) {
+            inotify_rm_watch(fd_, it->first);
+            it = watches_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (const auto& dir : wanted) {
+        const int wd = inotify_add_watch(fd_, dir.c_str(), watch_mask);
+        if (wd < 0) {
+            log::warn("cannot watch config directory",
+                      {{"dir", dir}, {"error", std::strerror(errno)}});
+            continue;
+        }
+        watches_[wd] = dir;
+    }
+}
+
+net::awaitable<void> Watcher::read_loop(std::shared_ptr<Watcher> self) {
+    alignas(inotify_event) std::array<char, 8192> buf{};
+    while (!self->stopped_) {
+        auto [ec, n] = co_await self->stream_->async_read_some(net::buffer(buf), use_tuple);
+        if (ec) {
+            if (ec != net::error::operation_aborted) {
+                log::error("inotify read failed", {{"error", ec.message()}});
+            }
+            co_return;
+        }
+        if (watch_lost(buf.data(), n)) {
+            self->watches_.clear();  // re-add everything: add_watch is idempotent per dir
+        }
+        self->rewatch();
+        self->event_seen();
+    }
+}
+
+void Watcher::event_seen() {
+    const auto now = std::chrono::steady_clock::now();
+    if (!pending_) {
+        pending_ = true;
+        first_event_ = now;
+    }
+    const auto latest = first_event_ + max_delay;
+    quiet_timer_.expires_at(std::min(now + quiet_period, latest));
+    quiet_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        if (!ec) {
+            self->fire();
+        }
+    });
+}
+
+void Watcher::fire() {
+    pending_ = false;
+    if (!stopped_) {
+        callback_("inotify");
+    }
+}
+
+net::awaitable<void> Watcher::poll_loop(std::shared_ptr<Watcher> self, std::uint64_t generation) {
+    net::steady_timer timer(self->executor_);
+    while (!self->stopped_ && generation == self->poll_generation_) {
+        timer.expires_after(self->poll_interval_);
+        co_await timer.async_wait(use_tuple);
+        if (self->stopped_ || generation != self->poll_generation_) {
+            co_return;
+        }
+        self->callback_("poll");
+    }
+}
+
+bool is_subpath_mount(std::string_view mountinfo, std::string_view real_path, bool has_data_dir) {
+    if (has_data_dir) {
+        return false;
+    }
+    // mountinfo(5): "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw": the
+    // fifth field is the mount point (octal escapes for spaces, which we compare raw).
+    std::istringstream in{std::string(mountinfo)};
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string f[5];
+        for (auto& x : f) {
+            fields >> x;
+        }
+        if (f[4] == real_path) {
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace tpt::reload

@@ -1,0 +1,280 @@
+#include <netdb.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/socket_base.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <tpt/log.hpp>
+#include <tpt/server_set.hpp>
+
+namespace tpt::server_set {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using namespace std::chrono_literals;
+
+namespace {
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+// Resolves a listen address: IP literals directly, host names with getaddrinfo (all results
+// of the server's protocol family).
+std::vector<tcp::endpoint> listen_endpoints(const address::HostPort& hp, address::Family family,
+                                            std::string& error) {
+    std::vector<tcp::endpoint> out;
+    boost::system::error_code ec;
+    const auto literal = net::ip::make_address(hp.host, ec);
+    if (!ec) {
+        out.emplace_back(literal, hp.port);
+        return out;
+    }
+    net::io_context io;
+    tcp::resolver resolver(io);
+    const auto results =
+        resolver.resolve(hp.host, std::to_string(hp.port), tcp::resolver::passive, ec);
+    if (ec) {
+        error = "cannot resolve listen host " + hp.host + ": " + ec.message();
+        return out;
+    }
+    for (const auto& r : results) {
+        const auto& ep = r.endpoint();
+        if ((family == address::Family::v4 && !ep.address().is_v4()) ||
+            (family == address::Family::v6 && !ep.address().is_v6())) {
+            continue;
+        }
+        out.push_back(ep);
+    }
+    if (out.empty()) {
+        error = "listen host " + hp.host + " has no address of the server's protocol";
+    }
+    return out;
+}
+
+void log_escape(std::exception_ptr e) {
+    if (!e) {
+        return;
+    }
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        log::error("bug: exception escaped a coroutine", {{"error", ex.what()}});
+    }
+}
+}  // namespace
+
+// One listening socket of one address on one worker.
+class Listener : public std::enable_shared_from_this<Listener> {
+public:
+    Listener(session::WorkerContext& ctx, std::shared_ptr<session::SnapshotPtr> current,
+             std::string key)
+        : ctx_(ctx), current_(std::move(current)), key_(std::move(key)) {}
+
+    net::any_io_executor executor() const { return ctx_.worker.executor(); }
+
+    // Control thread, before start(): open, bind and listen (throws on failure).
+    void bind(const tcp::endpoint& ep) {
+        acceptors_.emplace_back(ctx_.worker.executor());
+        auto& a = acceptors_.back();
+        a.open(ep.protocol());
+        a.set_option(net::socket_base::reuse_address(true));
+        a.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
+        if (ep.address().is_v6()) {
+            a.set_option(net::ip::v6_only(true));
+        }
+        a.bind(ep);
+        a.listen(net::socket_base::max_listen_connections);
+    }
+
+    void start() {
+        for (std::size_t i = 0; i < acceptors_.size(); ++i) {
+            net::co_spawn(ctx_.worker.executor(), accept_loop(shared_from_this(), i), log_escape);
+        }
+    }
+
+    void close() {
+        for (auto& a : acceptors_) {
+            boost::system::error_code ignored;
+            a.close(ignored);
+        }
+    }
+
+private:
+    static net::awaitable<void> accept_loop(std::shared_ptr<Listener> self, std::size_t i) {
+        auto& acceptor = self->acceptors_[i];
+        net::steady_timer backoff(acceptor.get_executor());
+        auto last_fd_warning = runtime::Clock::time_point{};
+        std::uint64_t fd_errors = 0;
+        while (acceptor.is_open()) {
+            auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
+            if (ec == net::error::operation_aborted || !acceptor.is_open()) {
+                co_return;
+            }
+            if (ec) {
+                // EMFILE/ENFILE/ENOBUFS: the pending connection stays queued; back off instead
+                // of spinning on a readable listener, warn at most every 10 s.
+                ++fd_errors;
+                const auto now = runtime::Clock::now();
+                if (now - last_fd_warning >= 10s) {
+                    log::warn("accept failed, backing off",
+                              {{"listen", self->key_},
+                               {"error", ec.message()},
+                               {"errors_since_last_warning", std::to_string(fd_errors)}});
+                    last_fd_warning = now;
+                    fd_errors = 0;
+                }
+                backoff.expires_after(100ms);
+                co_await backoff.async_wait(use_tuple);
+                continue;
+            }
+            self->dispatch(std::move(socket));
+        }
+    }
+
+    void dispatch(tcp::socket socket) {
+        const session::SnapshotPtr snap = *current_;
+        if (!snap) {
+            return;
+        }
+        const auto it = snap->server_by_listen.find(key_);
+        if (it == snap->server_by_listen.end()) {
+            return;  // the address is being removed by a reload; closing is all we can do
+        }
+        const auto index = it->second;
+        const auto& srv = snap->servers[index];
+        if (!srv.health_only) {
+            const auto before = srv.state->active.fetch_add(1, std::memory_order_relaxed);
+            if (before >= srv.server->maxclients) {
+                srv.state->active.fetch_sub(1, std::memory_order_relaxed);
+                snap->metrics->maxclients_rejected(srv.server->name);
+                boost::system::error_code ignored;
+                // SO_LINGER 0 would send RST; a plain close sends FIN, which clients read as
+                // "closed at once".
+                socket.close(ignored);
+                return;
+            }
+            ctx_.live.fetch_add(1, std::memory_order_relaxed);
+        }
+        srv.listener_metrics.at(key_)->connection_opened();
+        boost::system::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+        net::co_spawn(ctx_.worker.executor(),
+                      session::run(std::move(socket), snap, index, key_, ctx_), log_escape);
+    }
+
+    session::WorkerContext& ctx_;
+    std::shared_ptr<session::SnapshotPtr> current_;
+    std::string key_;
+    std::vector<tcp::acceptor> acceptors_;  // one per resolved endpoint
+};
+
+ServerSet::ServerSet(runtime::Runtime& runtime) : runtime_(runtime) {
+    for (std::size_t i = 0; i < runtime.size(); ++i) {
+        contexts_.push_back(std::make_unique<session::WorkerContext>(runtime.worker(i)));
+        current_.push_back(std::make_shared<session::SnapshotPtr>());
+    }
+}
+
+ServerSet::~ServerSet() = default;
+
+std::optional<std::string> ServerSet::apply(session::SnapshotPtr next) {
+    const auto& cfg = *next->config;
+    std::map<std::string, std::vector<std::shared_ptr<Listener>>> added;
+    try {
+        for (const auto& server : cfg.servers) {
+            for (const auto& hp : server.listen) {
+                const auto key = hp.to_string();
+                if (listeners_.contains(key) || added.contains(key)) {
+                    continue;
+                }
+                std::string error;
+                const auto eps = listen_endpoints(hp, server.protocol, error);
+                if (eps.empty()) {
+                    throw std::runtime_error(error);
+                }
+                auto& per_worker = added[key];
+                for (std::size_t w = 0; w < contexts_.size(); ++w) {
+                    auto l = std::make_shared<Listener>(*contexts_[w], current_[w], key);
+                    for (const auto& ep : eps) {
+                        try {
+                            l->bind(ep);
+                        } catch (const boost::system::system_error& e) {
+                            throw std::runtime_error("cannot listen on " + key + ": " +
+                                                     e.code().message());
+                        }
+                    }
+                    per_worker.push_back(std::move(l));
+                }
+            }
+        }
+    } catch (const std::exception& e) {
+        for (auto& [key, ls] : added) {
+            for (auto& l : ls) {
+                l->close();
+            }
+        }
+        return std::string(e.what());
+    }
+
+    // Publish first, then start new accept loops: posts to one worker run in order, so a new
+    // listener never sees a snapshot without its address.
+    for (std::size_t w = 0; w < contexts_.size(); ++w) {
+        net::post(runtime_.worker(w).executor(), [slot = current_[w], next] { *slot = next; });
+    }
+    for (auto& [key, ls] : added) {
+        for (auto& l : ls) {
+            l->start();
+        }
+        listeners_.emplace(key, std::move(ls));
+    }
+    for (auto it = listeners_.begin(); it != listeners_.end();) {
+        if (next->server_by_listen.contains(it->first)) {
+            ++it;
+            continue;
+        }
+        for (auto& l : it->second) {
+            net::post(l->executor(), [l] { l->close(); });
+        }
+        it = listeners_.erase(it);
+    }
+    return std::nullopt;
+}
+
+void ServerSet::close_all() {
+    for (auto& [key, ls] : listeners_) {
+        for (auto& l : ls) {
+            net::post(l->executor(), [l] { l->close(); });
+        }
+    }
+    listeners_.clear();
+}
+
+void ServerSet::abort_all() {
+    for (std::size_t w = 0; w < runtime_.size(); ++w) {
+        auto& worker = runtime_.worker(w);
+        net::post(worker.executor(), [&worker] { worker.abort_all(); });
+    }
+}
+
+std::uint64_t ServerSet::live() const {
+    std::uint64_t n = 0;
+    for (const auto& c : contexts_) {
+        n += c->live.load(std::memory_order_relaxed);
+    }
+    return n;
+}
+
+std::vector<std::string> ServerSet::bound() const {
+    std::vector<std::string> keys;
+    keys.reserve(listeners_.size());
+    for (const auto& [key, ls] : listeners_) {
+        keys.push_back(key);
+    }
+    return keys;
+}
+
+}  // namespace tpt::server_set
