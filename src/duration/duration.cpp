@@ -107,7 +107,7 @@ std::string format(Duration d) {
     // least readable in a log line. Unsigned arithmetic keeps milliseconds::min() defined.
     const std::int64_t count = d.count();
     std::string out;
-    std::uint64_t rest = static_cast<std::uint64_t>(count);
+    auto rest = static_cast<std::uint64_t>(count);
     if (count < 0) {
         out.push_back('-');
         rest = 0 - rest;
