@@ -2,6 +2,7 @@
 // Thread affinity: none; one parser per connection.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -25,7 +26,7 @@ enum class HelloStatus : std::uint8_t {
 // After a final status (anything but need_more) further feeds return the same status.
 class ClientHelloParser {
 public:
-    explicit ClientHelloParser(std::size_t limit = 16 * 1024);
+    explicit ClientHelloParser(std::size_t limit = std::size_t{16} * 1024);
 
     HelloStatus feed(std::span<const std::uint8_t> bytes);
     HelloStatus status() const noexcept { return status_; }
@@ -39,10 +40,10 @@ private:
 
     std::size_t limit_;
     HelloStatus status_ = HelloStatus::need_more;
-    std::uint8_t record_header_[5] = {};
+    std::array<std::uint8_t, 5> record_header_ = {};
     std::size_t record_header_len_ = 0;
-    std::size_t record_remaining_ = 0;  // payload bytes left in the current record
-    std::size_t consumed_ = 0;          // total bytes fed so far
+    std::size_t record_remaining_ = 0;   // payload bytes left in the current record
+    std::size_t consumed_ = 0;           // total bytes fed so far
     std::vector<std::uint8_t> message_;  // handshake message bytes gathered so far
     std::optional<std::string> sni_;
 };
@@ -52,6 +53,7 @@ struct HelloResult {
     HelloStatus status;
     std::optional<std::string> sni;
 };
-HelloResult parse_client_hello(std::span<const std::uint8_t> bytes, std::size_t limit = 16 * 1024);
+HelloResult parse_client_hello(std::span<const std::uint8_t> bytes,
+                               std::size_t limit = std::size_t{16} * 1024);
 
 }  // namespace tpt::tls
