@@ -476,6 +476,9 @@ def test_native_sidecar_is_a_restartable_init_container(renders, label):
     spec, found = sidecar_placement(renders[label])
     assert [w for w, _ in found] == ["initContainers"]
     assert found[0][1]["restartPolicy"] == "Always"
+    # The kubelet gates the app's start on a native sidecar's startup probe.
+    startup = found[0][1]["startupProbe"]["httpGet"]
+    assert startup == {"path": "/ready", "port": "admin"}
     assert all(not is_tpt(c) for c in spec["containers"])
     assert spec["containers"], "the app container stays"
 

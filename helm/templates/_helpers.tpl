@@ -272,10 +272,13 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
     {{- with $v.livenessProbe }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- with $v.startupProbe }}
+  {{- /* A native sidecar gates the app's start on its startup probe (not on readiness):
+         probe /ready, so the app starts once every listener is bound. */}}
+  {{- $startup := $v.startupProbe | default (eq (toString .native) "true" | ternary (dict "periodSeconds" 1 "failureThreshold" 30) dict) }}
+  {{- with $startup }}
   startupProbe:
     httpGet:
-      path: /healthz
+      path: /ready
       port: {{ $adminName }}
     {{- toYaml . | nindent 4 }}
   {{- end }}
