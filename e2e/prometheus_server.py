@@ -125,8 +125,7 @@ class PrometheusServer:
                  f"--web.console.templates={self.workdir}",
                  f"--web.console.libraries={self.workdir}",
                  "--log.level=info"],
-                stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                start_new_session=True)
+                stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
             try:
                 _poll(self._ready, timeout, "prometheus /-/ready")
                 return self
