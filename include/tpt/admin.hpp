@@ -33,25 +33,25 @@ struct Handlers {
 using HandlersPtr = std::shared_ptr<const Handlers>;
 
 struct Limits {
-    std::size_t header_limit = 8 * 1024;
+    std::size_t header_limit = std::size_t{8} * 1024;
     std::chrono::milliseconds read_timeout = std::chrono::seconds(10);
 };
 
 // SPEC §6: /config and /reload are for loopback peers (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104)
 // unless admin.control_from is `any`.
-bool control_allowed(const net::ip::address& peer, bool control_from_any) noexcept;
+bool control_allowed(const net::ip::address& peer, bool control_from_any);
 
-// Serves requests on `socket` until the peer closes, a request is bad, or a read times out.
-// `initial` holds bytes already read from the socket (the health route peeks nothing, so it
-// is usually empty). Never throws.
+// Serves requests on `socket` until the peer closes, a request is bad, or a read times out
+// (limits.read_timeout covers one whole request, header and body; an idle keep-alive
+// connection gets the same). Bad requests get 400/413/431 and a close. Never throws.
 net::awaitable<void> serve(tcp::socket socket, HandlersPtr handlers, Limits limits = {});
 
 // Accept loop on one endpoint; runs until stop().
 class AdminServer : public std::enable_shared_from_this<AdminServer> {
 public:
     // Binds and listens now (throws boost::system::system_error on failure).
-    AdminServer(net::any_io_executor executor, const tcp::endpoint& endpoint, HandlersPtr handlers,
-                Limits limits = {});
+    AdminServer(const net::any_io_executor& executor, const tcp::endpoint& endpoint,
+                HandlersPtr handlers, Limits limits = {});
     void start();
     void stop();  // closes the acceptor (on its executor); live connections finish on their own
     tcp::endpoint local_endpoint() const;

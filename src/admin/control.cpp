@@ -2,7 +2,7 @@
 
 namespace tpt::admin {
 
-bool control_allowed(const net::ip::address& peer, bool control_from_any) noexcept {
+bool control_allowed(const net::ip::address& peer, bool control_from_any) {
     if (control_from_any) {
         return true;
     }

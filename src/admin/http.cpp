@@ -23,7 +23,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 // A /reload body is never used; it is read (so the connection stays in step) up to this size.
-constexpr std::uint64_t body_limit = 4 * 1024;
+constexpr std::uint64_t body_limit = std::uint64_t{4} * 1024;
 
 constexpr std::string_view text_plain = "text/plain; charset=utf-8";
 

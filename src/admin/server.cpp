@@ -31,9 +31,9 @@ void log_escape(const char* what, const std::exception_ptr& e) {
 
 }  // namespace
 
-AdminServer::AdminServer(net::any_io_executor executor, const tcp::endpoint& endpoint,
+AdminServer::AdminServer(const net::any_io_executor& executor, const tcp::endpoint& endpoint,
                          HandlersPtr handlers, Limits limits)
-    : acceptor_(std::move(executor)), handlers_(std::move(handlers)), limits_(limits) {
+    : acceptor_(executor), handlers_(std::move(handlers)), limits_(limits) {
     acceptor_.open(endpoint.protocol());
     acceptor_.set_option(net::socket_base::reuse_address(true));
     acceptor_.bind(endpoint);
