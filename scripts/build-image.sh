@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the tpt container image with buildah (no Docker engine needed) and smoke-runs it.
-# Usage: scripts/build-image.sh [TAG]        (default tpt:dev)
+# Usage: scripts/build-image.sh [--ref GIT_REF] [TAG]        (default tag tpt:dev)
+#   --ref: build a committed tree (`git archive GIT_REF`) instead of the working tree, which
+#          may hold someone's half-written change.
 #
 # When buildah's local storage lacks docker.io/library/debian:bookworm or :bookworm-slim,
 # they are made here from `debootstrap --variant=minbase bookworm` (no registry access
@@ -15,6 +17,12 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ref=
+if [ "${1:-}" = --ref ]; then
+    [ $# -ge 2 ] || { echo "usage: $0 [--ref GIT_REF] [TAG]" >&2; exit 2; }
+    ref=$2
+    shift 2
+fi
 tag=${1:-tpt:dev}
 suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -101,10 +109,20 @@ else
     make_base_images
 fi
 
+context=$repo
+if [ -n "$ref" ]; then
+    commit=$(git -C "$repo" rev-parse --verify "$ref^{commit}")
+    workdir=$(mktemp -d /var/tmp/tpt-context.XXXXXX)
+    context=$workdir/src
+    mkdir "$context"
+    git -C "$repo" archive --format=tar "$commit" | tar -x -C "$context"
+    log "context: git archive $ref ($commit)"
+fi
+
 started=$SECONDS
-log "buildah bud --isolation $isolation -t $tag $repo"
+log "buildah bud --isolation $isolation -t $tag $context"
 buildah bud --isolation "$isolation" --pull=never --layers --build-arg "JOBS=$jobs" \
-    -f "$repo/Dockerfile" -t "$tag" "$repo"
+    -f "$context/Dockerfile" -t "$tag" "$context"
 build_seconds=$((SECONDS - started))
 
 ctr=$(buildah from --pull=never "$tag")
