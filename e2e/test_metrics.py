@@ -413,7 +413,8 @@ def test_prometheus_scrapes_tpt(proxy, tmp_path):
         prom.wait_target_up()
         assert prom.samples(f'up{{job="tpt",instance="{target}"}}')[0][1] == 1.0
         prom.wait_for_data(f'tpt_route_bytes_total{{route="{SNI}"}}')
-        got = {s[0]["direction"]: s for s in prom.samples(f'tpt_route_bytes_total{{route="{SNI}"}}')}
+        samples = prom.samples(f'tpt_route_bytes_total{{route="{SNI}"}}')
+        got = {s[0]["direction"]: s for s in samples}
         assert set(got) == {"to_upstream", "to_client"}
         for labels, _ in got.values():
             assert labels["server"] == "proxy"

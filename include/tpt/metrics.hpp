@@ -48,7 +48,8 @@ public:
                                   std::string_view upstream) = 0;
     virtual ListenerMetricsPtr listener(std::string_view server, std::string_view listen) = 0;
 
-    virtual void maxclients_rejected(std::string_view server) = 0;  // tpt_maxclients_rejected_total{name}
+    // tpt_maxclients_rejected_total{name}
+    virtual void maxclients_rejected(std::string_view server) = 0;
     // Forget the rejected counter of a server a reload removed.
     virtual void forget_server(std::string_view server) = 0;
 
