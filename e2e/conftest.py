@@ -37,5 +37,24 @@ def tpt(tpt_bin, tmp_path):
         return proc
 
     yield start
+    problems = []
     for proc in started:
         proc.stop()
+        report = sanitizer_report(proc.log_text())
+        if report:
+            problems.append(f"{proc.config_path}: {report}")
+    if problems:
+        pytest.fail("sanitizer reports in tpt's output:\n" + "\n".join(problems))
+
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
+
+
+def sanitizer_report(log_text):
+    """The first sanitizer finding in a log, with some context, or None."""
+    for marker in SANITIZER_MARKERS:
+        i = log_text.find(marker)
+        if i >= 0:
+            return log_text[max(0, i - 200):i + 3000]
+    return None

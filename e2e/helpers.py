@@ -103,7 +103,8 @@ class TptProcess:
         wait_until(ok, timeout, "tpt /ready")
 
     def log_text(self):
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_log(self, pattern, timeout=10.0):
@@ -133,3 +134,59 @@ class TptProcess:
 def _admin_block(config_text):
     m = re.search(r"^admin:\s*\n((?:[ \t]+.*\n?)*)", config_text, re.M)
     return m.group(1) if m else ""
+
+
+# --- tpt's own log lines (SPEC §5), txt or json -------------------------------------------
+
+_TXT_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) (\w+) (.*)$")
+_TXT_FIELD = re.compile(r' ([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|\S*)(?=\s|$)')
+
+
+def _txt_unquote(value):
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def parse_log_line(line):
+    """One line of tpt's log as a dict (ts, level, msg and the fields, values as written),
+    or None for a line that is neither tpt's txt format nor a JSON object. txt lines are
+    `TS LEVEL msg key=value key="quoted value"`; the message is what precedes the first
+    ` key=` field."""
+    import json
+
+    line = line.rstrip("\r\n")
+    if line.startswith("{"):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return None
+        return obj if isinstance(obj, dict) else None
+    m = _TXT_LINE.match(line)
+    if not m:
+        return None
+    rest = " " + m.group(3)
+    first = _TXT_FIELD.search(rest)
+    msg_end = first.start() if first else len(rest)
+    record = {"ts": m.group(1), "level": m.group(2), "msg": rest[1:msg_end]}
+    for fm in _TXT_FIELD.finditer(rest, msg_end):
+        record[fm.group(1)] = _txt_unquote(fm.group(2))
+    return record
+
+
+def log_records(text):
+    """Every parseable line of a tpt log text, in order."""
+    return [r for r in map(parse_log_line, text.splitlines()) if r is not None]
+
+
+def access_records(proc):
+    """The access-log records (msg "access") tpt has written so far."""
+    return [r for r in log_records(proc.log_text()) if r.get("msg") == "access"]
+
+
+def wait_access(proc, predicate=lambda r: True, count=1, timeout=10.0):
+    """The access records matching predicate once there are at least `count` of them."""
+    def found():
+        matching = [r for r in access_records(proc) if predicate(r)]
+        return matching if len(matching) >= count else None
+    return wait_until(found, timeout, f"{count} matching access line(s) in tpt's log")

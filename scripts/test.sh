@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds tpt and runs every test: unit (GoogleTest via CTest) and e2e (pytest on the real
+# binary), then the sanitizer builds (ASan+UBSan: unit + e2e; TSan: the concurrency e2e) and
+# the fuzz smoke runs. Installs missing Debian packages first.
+#   scripts/test.sh            everything (what CI runs)
+#   scripts/test.sh --quick    release build, unit + e2e only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+export PYTHONDONTWRITEBYTECODE=1
+py=/usr/bin/python3
+start=$(date +%s)
+stage() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+stage "dependencies"
+scripts/deps.sh test
+
+stage "release build"
+cmake --preset release >/dev/null
+cmake --build --preset release
+
+stage "unit tests (release)"
+ctest --preset release -L unit -j "$(nproc)"
+
+stage "e2e tests (release)"
+TPT_BIN=$PWD/build/release/tpt $py -m pytest e2e -q -p no:cacheprovider
+
+if [ "$quick" = 1 ]; then
+    stage "done (quick)"
+    exit 0
+fi
+
+stage "ASan+UBSan build"
+cmake --preset asan >/dev/null
+cmake --build --preset asan
+
+stage "unit tests (ASan+UBSan)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --preset asan -L unit -j "$(nproc)"
+
+stage "e2e tests (ASan+UBSan)"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    TPT_BIN=$PWD/build/asan/tpt TPT_SANITIZER=asan \
+    $py -m pytest e2e -q -p no:cacheprovider -m "not slow and not no_sanitizer"
+
+stage "TSan build"
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan --target tpt
+
+stage "e2e concurrency tests (TSan)"
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    TPT_BIN=$PWD/build/tsan/tpt TPT_SANITIZER=tsan \
+    $py -m pytest e2e -q -p no:cacheprovider -m "concurrency and not slow"
+
+stage "fuzz build (clang-16, libFuzzer)"
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz
+
+stage "fuzz smoke (${TPT_FUZZ_SECONDS:-60}s each)"
+scripts/fuzz.sh "${TPT_FUZZ_SECONDS:-60}"
+
+stage "all tests passed"
