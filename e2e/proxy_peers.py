@@ -112,11 +112,12 @@ class Squid:
         hosts_file.write_text("".join(f"127.0.0.1 {name}\n" for name in hosts) or
                               "127.0.0.1 localhost\n")
         d = self.dir
+        as_root = os.geteuid() == 0
         self.conf = d / "squid.conf"
         self.conf.write_text(f"""\
 http_port 127.0.0.1:{self.port}
 pid_filename {d}/squid.pid
-cache_effective_user {SQUID_USER}
+{f"cache_effective_user {SQUID_USER}" if as_root else "# not root: squid runs as us"}
 cache deny all
 cache_mem 8 MB
 access_log stdio:{self.access_log}
@@ -135,9 +136,10 @@ acl authenticated proxy_auth REQUIRED
 http_access allow CONNECT authenticated
 http_access deny all
 """)
-        user = pwd.getpwnam(SQUID_USER)
-        for p in [d, *d.iterdir()]:
-            os.chown(p, user.pw_uid, user.pw_gid)
+        if as_root:  # squid refuses to run as root: it drops to SQUID_USER, who owns the dir
+            user = pwd.getpwnam(SQUID_USER)
+            for p in [d, *d.iterdir()]:
+                os.chown(p, user.pw_uid, user.pw_gid)
         self.out = open(d / "squid.out", "wb")
         self.popen = subprocess.Popen([SQUID, "-N", "-f", str(self.conf)], stdout=self.out,
                                       stderr=subprocess.STDOUT, start_new_session=True)
@@ -222,7 +224,8 @@ class ScriptedProxy:
     """A CONNECT proxy on 127.0.0.1 that reads the request head and then follows `mode`:
 
     ok              answer OK_HEAD in one write, then echo the tunnel
-    byte_by_byte    answer OK_HEAD one byte per write (TCP_NODELAY, paced), then echo
+    byte_by_byte    answer OK_HEAD one byte per write (TCP_NODELAY, paced), then echo; with
+                    `early_with_last_byte`, `early` goes in the same write as the last byte
     head_with_data  answer OK_HEAD + `early` in a single write, then echo
     status:NNN      answer `HTTP/1.1 NNN ...` and keep the connection open
     silent          never answer, keep the connection open
@@ -237,8 +240,9 @@ class ScriptedProxy:
     wait for the 2xx before sending tunnel data)."""
 
     def __init__(self, mode="ok", early=b"EARLY-TUNNEL-BYTES", byte_interval=0.005,
-                 answer=b"", then="tunnel"):
+                 answer=b"", then="tunnel", early_with_last_byte=False):
         self.mode = mode
+        self.early_with_last_byte = early_with_last_byte
         self.answer = answer
         self.then = then
         self.premature = []
@@ -339,7 +343,9 @@ class ScriptedProxy:
                         if not data:
                             break
                         premature += data
-                conn.sendall(bytes([b]))
+                last = i == len(OK_HEAD) - 1
+                conn.sendall(bytes([b]) + (self.early if last and self.early_with_last_byte
+                                           else b""))
             with self.lock:
                 self.premature.append(bytes(premature))
                 self.premature_by_conn[index] = bytes(premature)

@@ -8,10 +8,11 @@ import json
 import re
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import free_port, metric_value, wait_until
+from helpers import free_port, http_get, metric_value, wait_until
 from proxy_peers import (OK_HEAD, ScriptedProxy, Squid, handmade_client_hello,
                          read_until_closed, recv_exactly)
 from tls_peers import Pki, TlsServer
@@ -210,6 +211,25 @@ def test_squid_sni_as_target_resolved_by_squid(tpt, squid, tls_server, pki):
     assert rec["result"] == "ok" and rec["connect_target"] == f"tls-b.test:{server.port}", rec
 
 
+def test_squid_concurrent_tunnels_keep_their_own_sni(tpt, squid, tls_server, pki):
+    server = tls_server()
+    text, port = config({"proxy": f"tcp://127.0.0.1:{squid.port}"},
+                        via=auth_via(use_sni_as_target=True, target_port=server.port))
+    proc = tpt(text, env={"PROXY_AUTH": GOOD_AUTH})
+    jobs = [("tls-a.test" if i % 2 else "tls-b.test", f"payload-{i}-".encode() * (100 + i))
+            for i in range(16)]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda job: tls_roundtrip(port, job[0], pki, job[1])[0], jobs))
+
+    assert results == [payload for _, payload in jobs]
+    assert sorted(server.snis) == sorted(sni for sni, _ in jobs)
+    records = wait_access(proc, len(jobs))
+    assert all(r["result"] == "ok" for r in records), records
+    assert sorted(r["connect_target"] for r in records) == \
+        sorted(f"{sni}:{server.port}" for sni, _ in jobs)
+
+
 def test_squid_per_sni_via_override_and_direct(tpt, squid, tls_server, pki):
     a, b, c = tls_server(), tls_server(), tls_server()
     text, port = config(
@@ -314,6 +334,9 @@ def test_connect_request_bytes_are_exact(tpt, scripted, target):
     (rec,) = wait_access(proc)
     assert rec["result"] == "ok" and rec["connect_target"] == target, rec
     assert_no_secret(proc.log_text())
+    status, _, body = http_get(proc.admin + "/config")
+    assert status == 200 and b"<redacted>" in body, body
+    assert_no_secret(body.decode())
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
@@ -342,9 +365,13 @@ def test_response_head_split_byte_by_byte(tpt, scripted, tls):
     assert int(rec["bytes_to_client"]) == len(payload)
 
 
-def test_tunnel_bytes_in_the_head_write_reach_the_client(tpt, scripted):
-    early = b"EARLY-TUNNEL-BYTES\x00\x01\x02 right after CRLFCRLF"
-    proxy = scripted("head_with_data", early=early)
+@pytest.mark.parametrize("mode,early", [
+    ("head_with_data", b"EARLY-TUNNEL-BYTES\x00\x01\x02 right after CRLFCRLF"),
+    ("head_with_data", bytes(range(256)) * 400),  # far more than one read and 16 KiB
+    ("byte_by_byte", b"EARLY-WITH-THE-LAST-BYTE-OF-THE-HEAD"),
+], ids=["short", "100k", "with-last-byte"])
+def test_tunnel_bytes_in_the_head_write_reach_the_client(tpt, scripted, mode, early):
+    proxy = scripted(mode, early=early, early_with_last_byte=True)
     text, port = plain_tunnel_config(proxy)
     proc = tpt(text, env={"PROXY_AUTH": GOOD_AUTH})
 
@@ -537,15 +564,20 @@ def test_garbage_answer_is_a_protocol_error(tpt, scripted, mode):
     assert refused and refused[0]["reason"] == "proxy_protocol", proc.log_text()
 
 
-def sni_target_config(proxy):
-    return config({"proxy": f"tcp://127.0.0.1:{proxy.port}"},
-                  via=auth_via(use_sni_as_target=True, target_port=8443))
+def sni_target_config(proxy, target_port=8443):
+    via = auth_via(use_sni_as_target=True)
+    if target_port is not None:
+        via["target_port"] = target_port
+    return config({"proxy": f"tcp://127.0.0.1:{proxy.port}"}, via=via)
 
 
-def test_handmade_hello_with_a_valid_sni_is_a_connect_target(tpt, scripted):
-    """The control for the next test: the hand-built hello is one tpt parses."""
+@pytest.mark.parametrize("target_port,expected", [(8443, b"8443"), (None, b"443")],
+                         ids=["target_port", "default-443"])
+def test_handmade_hello_with_a_valid_sni_is_a_connect_target(tpt, scripted, target_port,
+                                                             expected):
+    """Also the control for the next test: the hand-built hello is one tpt parses."""
     proxy = scripted("ok")
-    text, port = sni_target_config(proxy)
+    text, port = sni_target_config(proxy, target_port)
     proc = tpt(text, env={"PROXY_AUTH": GOOD_AUTH})
     hello = handmade_client_hello(b"Good-Name.test")
 
@@ -553,10 +585,35 @@ def test_handmade_hello_with_a_valid_sni_is_a_connect_target(tpt, scripted):
         client.sendall(hello)
         assert recv_exactly(client, len(hello)) == hello
 
-    assert proxy.requests[0].startswith(
-        b"CONNECT good-name.test:8443 HTTP/1.1\r\nHost: good-name.test:8443\r\n")
+    t = b"good-name.test:" + expected
+    assert proxy.requests[0].startswith(b"CONNECT " + t + b" HTTP/1.1\r\nHost: " + t + b"\r\n")
     (rec,) = wait_access(proc)
     assert rec["result"] == "ok" and rec["sni"] == "good-name.test", rec
+
+
+def test_route_via_replaces_the_server_via_as_a_whole(tpt, scripted):
+    proxy = scripted("ok")
+    text, port = config(
+        {"proxy": f"tcp://127.0.0.1:{proxy.port}"},
+        via={"target": "static.test:443", "headers": {"X-Server-Via": "1"}},
+        sni={"*.route.test": {"upstream": "proxy",
+                              "via": {"use_sni_as_target": True, "target_port": 9443,
+                                      "headers": {"X-Route-Via": "2"}}}})
+    proc = tpt(text)
+
+    for sni in (b"a.route.test", b"other.test"):
+        hello = handmade_client_hello(sni)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(hello)
+            assert recv_exactly(client, len(hello)) == hello
+
+    assert proxy.requests == [
+        b"CONNECT a.route.test:9443 HTTP/1.1\r\nHost: a.route.test:9443\r\n"
+        b"X-Route-Via: 2\r\n\r\n",
+        b"CONNECT static.test:443 HTTP/1.1\r\nHost: static.test:443\r\n"
+        b"X-Server-Via: 1\r\n\r\n"]
+    records = wait_access(proc, 2)
+    assert [r["route"] for r in records] == ["*.route.test", "default"], records
 
 
 @pytest.mark.parametrize("bad_sni", [b"bad name.test", b"evil.test\r\nX-Injected: 1",
