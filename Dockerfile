@@ -17,7 +17,8 @@ ENV DEBIAN_FRONTEND=noninteractive
 COPY scripts/deps.sh /src/scripts/deps.sh
 RUN /src/scripts/deps.sh build && rm -rf /var/lib/apt/lists/*
 COPY . /src
-RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTPT_TESTS=OFF \
+# RelWithDebInfo (-O2) as the `release` preset that the tests run against; stripped below.
+RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTPT_TESTS=OFF \
     && cmake --build /build --target tpt -j"${JOBS}" \
     && install -D -m 0755 -s /build/tpt /out/usr/local/bin/tpt \
     && install -D -m 0644 /src/deploy/image/tpt.yaml /out/etc/tpt/tpt.yaml
