@@ -41,8 +41,10 @@ def banned(port):
     request, RST)."""
     try:
         return echo_roundtrip(port) == b""
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):
         return True
+    except OSError as exc:  # ENOTCONN from shutdown() once the RST has arrived
+        return exc.errno == 107
 
 
 def reload_counts(proc):

@@ -46,7 +46,8 @@ std::string endpoint_text(const tcp::endpoint& ep) {
 struct HelloRead {
     std::vector<std::uint8_t> bytes;  // everything read, forwarded upstream unchanged
     std::optional<std::string> sni;
-    bool closed = false;  // EOF or error before a whole hello
+    bool closed = false;  // EOF before a whole hello: route what came, pass the FIN on
+    bool reset = false;   // a reset or error before a whole hello: nothing to route
 };
 
 // Phase 1 (SPEC §4.2): read until the parser has a verdict. The buffer lives in this frame
@@ -61,7 +62,8 @@ net::awaitable<HelloRead> read_hello(tcp::socket& socket) {
             net::buffer(r.bytes.data() + old, hello_read_step), use_tuple);
         r.bytes.resize(old + n);
         if (ec) {
-            r.closed = true;
+            r.closed = ec == net::error::eof;
+            r.reset = !r.closed;
             co_return r;
         }
         const auto st = parser.feed(std::span<const std::uint8_t>(r.bytes.data() + old, n));
@@ -175,6 +177,9 @@ private:
                 co_return Outcome::client_hello_timeout;
             }
             hello = std::get<0>(std::move(r));
+            if (hello.reset) {
+                co_return Outcome::client_reset;
+            }
             if (hello.closed && hello.bytes.empty()) {
                 co_return Outcome::client_closed;
             }
