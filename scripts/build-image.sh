@@ -131,7 +131,65 @@ log "smoke: tpt --version"
 run /usr/local/bin/tpt --version
 log "smoke: tpt -t -c /etc/tpt/tpt.yaml"
 run /usr/local/bin/tpt -t -c /etc/tpt/tpt.yaml
-log "smoke: runs as $(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$tag")"
+user=$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$tag")
+log "smoke: image user $user"
+
+# Serve for real as the image's user on a read-only root filesystem, with no capabilities,
+# in private mount/network/PID namespaces (nothing binds on the host): /ready must answer
+# 200 and SIGTERM must end tpt with status 0 after its shutdown.delay.
+serve_check() {
+    local mnt=$1 scratch rc=0
+    scratch=$(mktemp -d /var/tmp/tpt-serve.XXXXXX)
+    mkdir "$scratch/root"
+    unshare --mount --net --pid --fork bash -euo pipefail -c '
+        mnt=$1 user=$2 scratch=$3
+        mount --make-rprivate /
+        ip link set lo up
+        ro=$scratch/root
+        mount --bind "$mnt" "$ro"
+        mount -o remount,bind,ro "$ro"
+        mount -t proc proc "$ro/proc"
+        if touch "$ro/probe" 2>/dev/null; then echo "root filesystem is writable" >&2; exit 1; fi
+        chroot --userspec="$user" "$ro" /usr/local/bin/tpt --config /etc/tpt/tpt.yaml \
+            >"$scratch/serve.log" 2>&1 &
+        pid=$!
+        for _ in $(seq 1 100); do
+            curl -fsS -o /dev/null http://127.0.0.1:9901/ready 2>/dev/null && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        status=$(curl -sS -o /dev/null -w "%{http_code}" http://127.0.0.1:9901/ready || true)
+        problems=
+        curl -fsS http://127.0.0.1:9901/metrics | grep -q "^tpt_build_info" \
+            || problems+=" no-metrics"
+        # This PID namespace'"'"'s proc is the one mounted in the image root.
+        proc_status=$(grep -E "^(Uid|Gid|CapEff|NoNewPrivs)" "$ro/proc/$pid/status" || true)
+        grep -q "^Uid:[[:space:]]*${user%%:*}[[:space:]]" <<<"$proc_status" || problems+=" wrong-uid"
+        grep -q "^CapEff:[[:space:]]*0*$" <<<"$proc_status" || problems+=" has-capabilities"
+        kill -TERM "$pid"
+        rc=0
+        wait "$pid" || rc=$?
+        if [ "$status" != 200 ] || [ "$rc" != 0 ] || [ -n "$problems" ]; then
+            echo "serve check: /ready=$status exit=$rc${problems}" >&2
+            echo "$proc_status" >&2
+            cat "$scratch/serve.log" >&2
+            exit 1
+        fi
+        echo "serve check: /ready 200 as $user, read-only root, no capabilities, SIGTERM exit 0"
+    ' serve-check "$mnt" "$user" "$scratch" || rc=$?
+    # Never recursive: should a mount have leaked, rmdir fails instead of deleting through it.
+    rm -f "$scratch/serve.log"
+    rmdir "$scratch/root" "$scratch"
+    return "$rc"
+}
+if command -v unshare >/dev/null && command -v ip >/dev/null && command -v curl >/dev/null \
+    && [ "$(id -u)" -eq 0 ]; then
+    log "smoke: serve on a read-only root filesystem"
+    serve_check "$(buildah mount "$ctr")"
+    buildah umount "$ctr" >/dev/null
+else
+    log "smoke: serve check skipped (needs root, unshare, ip and curl)"
+fi
 buildah rm "$ctr" >/dev/null
 ctr=
 
