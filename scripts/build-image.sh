@@ -160,8 +160,8 @@ serve_check() {
         done
         status=$(curl -sS -o /dev/null -w "%{http_code}" http://127.0.0.1:9901/ready || true)
         problems=
-        curl -fsS http://127.0.0.1:9901/metrics | grep -q "^tpt_build_info" \
-            || problems+=" no-metrics"
+        metrics=$(curl -fsS http://127.0.0.1:9901/metrics || true)
+        grep -q "^tpt_build_info" <<<"$metrics" || problems+=" no-metrics"
         # This PID namespace'"'"'s proc is the one mounted in the image root.
         proc_status=$(grep -E "^(Uid|Gid|CapEff|NoNewPrivs)" "$ro/proc/$pid/status" || true)
         grep -q "^Uid:[[:space:]]*${user%%:*}[[:space:]]" <<<"$proc_status" || problems+=" wrong-uid"
