@@ -121,7 +121,7 @@ fi
 
 started=$SECONDS
 log "buildah bud --isolation $isolation -t $tag $context"
-buildah bud --isolation "$isolation" --pull=never --layers --build-arg "JOBS=$jobs" \
+buildah bud --isolation "$isolation" --pull=never --layers --force-rm --build-arg "JOBS=$jobs" \
     -f "$context/Dockerfile" -t "$tag" "$context"
 build_seconds=$((SECONDS - started))
 
