@@ -8,7 +8,7 @@ build_pkgs=(cmake ninja-build g++ pkg-config libboost1.81-dev libboost-json1.81-
     libboost-program-options1.81-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
     prometheus-cpp-dev libssl-dev)
 test_pkgs=(libgtest-dev libgmock-dev python3 python3-pytest openssl curl squid apache2-utils
-    prometheus clang-16 libclang-rt-16-dev clang-format-16 unzip iproute2 util-linux procps)
+    prometheus clang-16 libclang-rt-16-dev clang-format-16 clang-tidy-16 unzip iproute2 util-linux procps)
 bench_pkgs=(haproxy nginx-light libnginx-mod-stream iperf3 wrk libbenchmark-dev linux-perf)
 
 pkgs=("${build_pkgs[@]}")

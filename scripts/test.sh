@@ -18,6 +18,9 @@ stage() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 stage "dependencies"
 scripts/deps.sh test
 
+stage "format check"
+scripts/lint.sh
+
 stage "release build"
 cmake --preset release >/dev/null
 cmake --build --preset release

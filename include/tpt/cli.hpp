@@ -35,6 +35,7 @@ struct Search {
     std::optional<std::string> found;
     std::vector<std::string> tried;
 };
-Search find_config(const env::Lookup& lookup, const std::function<bool(const std::string&)>& exists);
+Search find_config(const env::Lookup& lookup,
+                   const std::function<bool(const std::string&)>& exists);
 
 }  // namespace tpt::cli
