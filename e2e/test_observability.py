@@ -22,7 +22,7 @@ RULE_TESTS = OBS / "tpt-alerts.test.yaml"
 DASHBOARD = OBS / "tpt-dashboard.json"
 PROMETHEUS_RULE = OBS / "tpt-prometheusrule.yaml"
 HELM_CHART = REPO_ROOT / "helm"
-RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
+RUNBOOK = REPO_ROOT / "README.md"  # the runbook is a section of the README
 RUNBOOK_URL = "https://github.com/tpt-proxy/tpt#runbook-{}"
 DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -177,7 +177,7 @@ def test_runbook_has_a_section_per_alert():
             sections[current].append(line)
     for name in alert_names():
         anchor = "runbook-" + name.lower()
-        assert anchor in sections, f"docs/runbook.md has no heading with anchor #{anchor}"
+        assert anchor in sections, f"README.md has no heading with anchor #{anchor}"
         body = "\n".join(sections[anchor])
         for part in ("Meaning", "Impact", "Diagnosis", "Fix"):
             assert f"**{part}.**" in body, f"{name}: runbook section lacks {part}"
