@@ -574,3 +574,35 @@ def test_notes_render_for_both_modes(helm, tmp_path):
     assert "Hot reload" in notes and "rel-tpt-config" in notes
     sidecar = render_notes(helm, tmp_path / "s", "-f", str(CHART / "ci" / "sidecar-values.yaml"))
     assert 'include "tpt.sidecarContainer"' in sidecar
+
+
+def test_sidecar_helpers_work_with_an_aliased_dependency(helm, tmp_path):
+    """A parent that aliases the dependency passes (dict "root" $ "values" .Values.<alias>)."""
+    parent = tmp_path / "aliased"
+    (parent / "templates").mkdir(parents=True)
+    shutil.copytree(CHART, parent / "charts" / "tpt", ignore=shutil.ignore_patterns("ci"))
+    (parent / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: aliased\nversion: 0.1.0\n"
+        "dependencies:\n  - name: tpt\n    version: 0.1.0\n    alias: egress\n")
+    (parent / "values.yaml").write_text(
+        "egress:\n  mode: sidecar\n  sidecar: {native: true, containerName: egress}\n")
+    (parent / "templates" / "pod.yaml").write_text(
+        '{{- $t := dict "root" $ "values" .Values.egress }}\n'
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n"
+        "  terminationGracePeriodSeconds: "
+        '{{ include "tpt.sidecarTerminationGracePeriodSeconds" $t }}\n'
+        "  initContainers:\n"
+        '    {{- include "tpt.sidecarContainer" $t | nindent 4 }}\n'
+        "  containers:\n    - name: app\n      image: app\n"
+        "  volumes:\n"
+        '    {{- include "tpt.sidecarVolume" $t | nindent 4 }}\n')
+    docs = parse_manifests(run([helm, "template", "rel", parent]).stdout, "aliased")
+    [(cm_name, _, _)] = tpt_configs(docs)
+    [pod] = [d for d in docs if d["kind"] == "Pod"]
+    [sidecar] = pod["spec"]["initContainers"]
+    assert sidecar["name"] == "egress" and sidecar["restartPolicy"] == "Always"
+    assert sidecar["image"] == "tpt:0.1.0"
+    [volume] = pod["spec"]["volumes"]
+    assert volume["configMap"]["name"] == cm_name
+    assert [m["name"] for m in sidecar["volumeMounts"]] == [volume["name"]]
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 40

@@ -62,14 +62,22 @@ app.kubernetes.io/component: proxy
 {{- end }}
 {{- end -}}
 
+{{/*
+"true" when the given root context is the tpt chart itself. By annotation, not by name: an
+aliased dependency's .Chart.Name is its alias.
+*/}}
+{{- define "tpt.isTptChart" -}}
+{{- if eq (index (default dict .Chart.Annotations) "tpt/chart" | toString) "tpt" -}}true{{- end -}}
+{{- end -}}
+
 {{/* tpt's appVersion, also when .root is a parent chart (found among its .Subcharts). */}}
 {{- define "tpt.appVersion" -}}
 {{- $version := "" -}}
-{{- if eq .root.Chart.Name "tpt" -}}
+{{- if include "tpt.isTptChart" .root -}}
 {{- $version = .root.Chart.AppVersion -}}
 {{- else -}}
 {{- range $name, $sub := (default dict .root.Subcharts) -}}
-{{- if eq $sub.Chart.Name "tpt" -}}
+{{- if include "tpt.isTptChart" $sub -}}
 {{- $version = $sub.Chart.AppVersion -}}
 {{- end -}}
 {{- end -}}
@@ -305,7 +313,7 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
 {{- $v := .Values -}}
 {{- if hasKey . "root" -}}
 {{- $root = .root -}}{{- $v = .values -}}
-{{- else if ne .Chart.Name "tpt" -}}
+{{- else if not (include "tpt.isTptChart" .) -}}
 {{- $v = index .Values "tpt" -}}
 {{- end -}}
 {{- include "tpt.sidecarValues" $v -}}
@@ -320,7 +328,7 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
 {{- $v := .Values -}}
 {{- if hasKey . "root" -}}
 {{- $root = .root -}}{{- $v = .values -}}
-{{- else if ne .Chart.Name "tpt" -}}
+{{- else if not (include "tpt.isTptChart" .) -}}
 {{- $v = index .Values "tpt" -}}
 {{- end -}}
 {{- include "tpt.sidecarValues" $v -}}
@@ -332,7 +340,7 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
 {{- $v := .Values -}}
 {{- if hasKey . "root" -}}
 {{- $root = .root -}}{{- $v = .values -}}
-{{- else if ne .Chart.Name "tpt" -}}
+{{- else if not (include "tpt.isTptChart" .) -}}
 {{- $v = index .Values "tpt" -}}
 {{- end -}}
 {{- include "tpt.sidecarValues" $v -}}
@@ -343,7 +351,7 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
 {{- $v := .Values -}}
 {{- if hasKey . "root" -}}
 {{- $v = .values -}}
-{{- else if ne .Chart.Name "tpt" -}}
+{{- else if not (include "tpt.isTptChart" .) -}}
 {{- $v = index .Values "tpt" -}}
 {{- end -}}
 {{- include "tpt.sidecarValues" $v -}}
@@ -355,7 +363,7 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
 {{- $v := .Values -}}
 {{- if hasKey . "root" -}}
 {{- $root = .root -}}{{- $v = .values -}}
-{{- else if ne .Chart.Name "tpt" -}}
+{{- else if not (include "tpt.isTptChart" .) -}}
 {{- $v = index .Values "tpt" -}}
 {{- end -}}
 {{- include "tpt.sidecarValues" $v -}}
