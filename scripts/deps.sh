@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tpt needs to build, test and benchmark, only those missing.
-# Usage: scripts/deps.sh [build|test|bench|all]   (default: test)
+# Usage: scripts/deps.sh [build|test|bench|image|all]   (default: test)
 set -euo pipefail
 what=${1:-test}
 
 build_pkgs=(cmake ninja-build g++ pkg-config libboost1.81-dev libboost-json1.81-dev
     libboost-program-options1.81-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
     prometheus-cpp-dev libssl-dev)
-test_pkgs=(libgtest-dev libgmock-dev python3 python3-pytest openssl curl squid apache2-utils
+test_pkgs=(libgtest-dev libgmock-dev python3 python3-pytest python3-yaml openssl curl squid apache2-utils
     prometheus clang-16 libclang-rt-16-dev clang-format-16 clang-tidy-16 unzip iproute2 util-linux procps)
+image_pkgs=(buildah debootstrap uidmap)
 bench_pkgs=(haproxy nginx-light libnginx-mod-stream iperf3 wrk libbenchmark-dev linux-perf)
 
 pkgs=("${build_pkgs[@]}")
@@ -16,8 +17,9 @@ case "$what" in
     build) ;;
     test) pkgs+=("${test_pkgs[@]}") ;;
     bench) pkgs+=("${bench_pkgs[@]}") ;;
+    image) pkgs+=("${image_pkgs[@]}") ;;
     all) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-    *) echo "usage: $0 [build|test|bench|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [build|test|bench|image|all]" >&2; exit 2 ;;
 esac
 
 missing=()
