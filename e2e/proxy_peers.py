@@ -127,6 +127,8 @@ coredump_dir {d}
 netdb_filename none
 pinger_enable off
 hosts_file {hosts_file}
+# Names come from hosts_file only: never send a query to the machine's DNS server.
+dns_nameservers 127.0.0.1
 shutdown_lifetime 0 seconds
 auth_param basic program {NCSA_AUTH} {passwd}
 auth_param basic realm tpt-e2e
