@@ -901,6 +901,20 @@ TEST(ConfigErrors, PathsQuoteSpecialKeys) {
     EXPECT_TRUE(has_error(errors, R"(servers."my server"."we\"ird")", 4, "unknown key"));
 }
 
+TEST(ConfigErrors, NamesMustBeUtf8AndMessagesAlwaysAre) {
+    const auto errors = load_errors(
+        "servers:\n  \"bad\xff\\x01name\":\n    listen: \"127.0.0.1:1\"\n"
+        "upstream:\n  \"up\xc3\":  \"tcp://h:1\"\n");
+    EXPECT_TRUE(has_error(errors, R"(servers."bad\xff\x01name")", 2, "UTF-8"));
+    EXPECT_TRUE(has_error(errors, R"(upstream."up\xc3")", 5, "UTF-8"));
+    EXPECT_EQ(errors.size(), 2U) << joined(errors);
+
+    const Config c = load_ok("servers:\n  prüfung:\n    listen: \"127.0.0.1:1\"\n");
+    EXPECT_EQ(c.servers.at(0).name, "prüfung");
+    const auto root = boost::json::parse(config::to_json(c)).as_object();
+    EXPECT_TRUE(root.at("servers").as_object().contains("prüfung"));
+}
+
 TEST(ConfigErrors, ToStringFormats) {
     EXPECT_EQ((ConfigError{"f.yaml", "a.b", 3, "bad"}).to_string(), "f.yaml:3: a.b: bad");
     EXPECT_EQ((ConfigError{"f.yaml", "", 3, "bad"}).to_string(), "f.yaml:3: bad");
@@ -931,6 +945,17 @@ TEST(ConfigHostile, OversizedTextIsRefusedBeforeParsing) {
     const auto errors = load_errors(std::string(17 * 1024 * 1024, '#'));
     ASSERT_EQ(errors.size(), 1U);
     EXPECT_THAT(errors[0].message, HasSubstr("larger than"));
+}
+
+// yaml-cpp 0.7's LoadAll() loops forever (allocating) on these; load() must not.
+TEST(ConfigHostile, StrayCommaAtDocumentLevelIsAnErrorNotAHang) {
+    for (const std::string yaml : {",", ",## Sh#", " ,", "\"x\",", "[a],", "!x ,", "---\n,",
+                                   "servers: {s: {listen: \"127.0.0.1:1\"}}\n---\n,\n"}) {
+        SCOPED_TRACE(yaml);
+        const auto errors = load_errors(yaml);
+        ASSERT_EQ(errors.size(), 1U) << joined(errors);
+        EXPECT_THAT(errors[0].message, HasSubstr("content after the first YAML document"));
+    }
 }
 
 TEST(ConfigHostile, DeepNesting) {

@@ -26,29 +26,71 @@ void append_hex_escape(std::string& out, char c) {
     out += digits[u & 0xfU];
 }
 
+// Length of the well-formed UTF-8 sequence at text[i] (RFC 3629 §4 table), or 0.
+std::size_t utf8_length(std::string_view text, std::size_t i) noexcept {
+    const auto byte = [&](std::size_t k) -> unsigned {
+        return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0x100U;
+    };
+    const auto cont = [&](std::size_t k, unsigned lo = 0x80, unsigned hi = 0xbf) {
+        return byte(k) >= lo && byte(k) <= hi;
+    };
+    const unsigned b = byte(0);
+    if (b < 0x80) {
+        return 1;
+    }
+    if (b >= 0xc2 && b <= 0xdf) {
+        return cont(1) ? 2 : 0;
+    }
+    if (b >= 0xe0 && b <= 0xef) {
+        const unsigned lo = b == 0xe0 ? 0xa0 : 0x80;
+        const unsigned hi = b == 0xed ? 0x9f : 0xbf;
+        return cont(1, lo, hi) && cont(2) ? 3 : 0;
+    }
+    if (b >= 0xf0 && b <= 0xf4) {
+        const unsigned lo = b == 0xf0 ? 0x90 : 0x80;
+        const unsigned hi = b == 0xf4 ? 0x8f : 0xbf;
+        return cont(1, lo, hi) && cont(2) && cont(3) ? 4 : 0;
+    }
+    return 0;
+}
+
+// Appends text[0, max_bytes) with control bytes and broken UTF-8 as \xHH (and, when quoted,
+// `"` and `\` backslash-escaped), then "..." if text was longer.
+void append_escaped(std::string& out, std::string_view text, std::size_t max_bytes, bool quoted) {
+    const std::string_view head = text.substr(0, max_bytes);
+    out.reserve(out.size() + head.size() + 3);
+    for (std::size_t i = 0; i < head.size();) {
+        const char c = head[i];
+        const std::size_t n = utf8_length(head, i);
+        if (n == 0 || is_control(c)) {
+            append_hex_escape(out, c);
+            ++i;
+            continue;
+        }
+        if (quoted && (c == '"' || c == '\\')) {
+            out += '\\';
+        }
+        out.append(head.substr(i, n));
+        i += n;
+    }
+    if (text.size() > max_bytes) {
+        out += "...";
+    }
+}
+
 }  // namespace
 
 std::string yaml_key(std::string_view key) {
-    const bool plain = !key.empty() && std::none_of(key.begin(), key.end(), [](char c) {
-        return is_control(c) || std::string_view{".*[] \"'\\"}.find(c) != std::string_view::npos;
-    });
+    const bool plain =
+        !key.empty() && is_valid_utf8(key) && std::none_of(key.begin(), key.end(), [](char c) {
+            return is_control(c) ||
+                   std::string_view{".*[] \"'\\"}.find(c) != std::string_view::npos;
+        });
     if (plain) {
         return printable(key, max_key_bytes);
     }
     std::string out = "\"";
-    for (const char c : key.substr(0, max_key_bytes)) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += c;
-        } else if (is_control(c)) {
-            append_hex_escape(out, c);
-        } else {
-            out += c;
-        }
-    }
-    if (key.size() > max_key_bytes) {
-        out += "...";
-    }
+    append_escaped(out, key, max_key_bytes, true);
     out += '"';
     return out;
 }
@@ -72,18 +114,19 @@ std::string yaml_index(std::string_view parent, std::size_t i) {
 
 std::string printable(std::string_view text, std::size_t max_bytes) {
     std::string out;
-    out.reserve(std::min(text.size(), max_bytes) + 3);
-    for (const char c : text.substr(0, max_bytes)) {
-        if (is_control(c)) {
-            append_hex_escape(out, c);
-        } else {
-            out += c;
-        }
-    }
-    if (text.size() > max_bytes) {
-        out += "...";
-    }
+    append_escaped(out, text, max_bytes, false);
     return out;
+}
+
+bool is_valid_utf8(std::string_view text) noexcept {
+    for (std::size_t i = 0; i < text.size();) {
+        const std::size_t n = utf8_length(text, i);
+        if (n == 0) {
+            return false;
+        }
+        i += n;
+    }
+    return true;
 }
 
 std::string normalise_ip(std::string_view text) {

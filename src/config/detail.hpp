@@ -19,8 +19,12 @@ std::string yaml_child(std::string_view parent, std::string_view key);
 // parent + "[i]".
 std::string yaml_index(std::string_view parent, std::size_t i);
 
-// Text for a message: control bytes as \xHH, at most max_bytes kept (then "...").
+// Text for a message: control bytes and bytes that are not valid UTF-8 as \xHH, at most
+// max_bytes of the input kept (then "..."), so a message is always valid UTF-8 on one line.
 std::string printable(std::string_view text, std::size_t max_bytes = 200);
+
+// True when text is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates).
+bool is_valid_utf8(std::string_view text) noexcept;
 
 // The canonical text of an IPv4 or IPv6 literal ("0:0::1" -> "::1"), or text unchanged when
 // it is not one, so equal addresses compare equal as strings.

@@ -20,10 +20,13 @@
 #include <limits>
 #include <set>
 #include <span>
+#include <sstream>
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <tpt/config.hpp>
@@ -117,6 +120,50 @@ std::string unknown_key_message(std::string_view key, Keys known) {
         msg += k;
     }
     return msg;
+}
+
+// Records where each document starts; the events themselves are not needed.
+class DocumentMarks final : public YAML::EventHandler {
+public:
+    std::vector<int> lines;  // 1-based line of each document's start
+
+    void OnDocumentStart(const YAML::Mark& mark) override {
+        lines.push_back(mark.is_null() ? 0 : mark.line + 1);
+    }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark& /*mark*/, YAML::anchor_t /*anchor*/) override {}
+    void OnAlias(const YAML::Mark& /*mark*/, YAML::anchor_t /*anchor*/) override {}
+    void OnScalar(const YAML::Mark& /*mark*/, const std::string& /*tag*/, YAML::anchor_t /*anchor*/,
+                  const std::string& /*value*/) override {}
+    void OnSequenceStart(const YAML::Mark& /*mark*/, const std::string& /*tag*/,
+                         YAML::anchor_t /*anchor*/, YAML::EmitterStyle::value /*style*/) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark& /*mark*/, const std::string& /*tag*/,
+                    YAML::anchor_t /*anchor*/, YAML::EmitterStyle::value /*style*/) override {}
+    void OnMapEnd() override {}
+};
+
+struct DocumentCount {
+    int count = 0;        // 0, 1, or 2 meaning "more than one"
+    int second_line = 0;  // where the second document starts
+};
+
+// yaml-cpp 0.7's LoadAll() never returns on a stray `,` at document level (",", "\"x\","):
+// its parser yields an empty document without consuming the token, again and again, until
+// memory runs out. So the documents are counted with the event parser, stopping at the
+// second, and only the first is loaded. Throws YAML::ParserException on a syntax error.
+DocumentCount count_documents(const std::string& text) {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentMarks marks;
+    DocumentCount out;
+    while (out.count < 2 && parser.HandleNextDocument(marks)) {
+        ++out.count;
+    }
+    if (out.count > 1 && marks.lines.size() > 1) {
+        out.second_line = marks.lines[1];
+    }
+    return out;
 }
 
 struct Entry {
@@ -257,7 +304,7 @@ std::optional<std::string> Loader::expanded(const YAML::Node& node, const std::s
     }
     auto result = env::expand(*raw, lookup_);
     if (!result) {
-        error(path, node, "environment expansion: " + result.error());
+        error(path, node, "environment expansion: " + printable(result.error()));
         return std::nullopt;
     }
     return std::move(result).value();
@@ -329,21 +376,27 @@ LoadResult Loader::run(std::string_view text_in) {
                             " MiB; a config is never that big (yaml-cpp parses about 3 MB/s)"}};
     }
     try {
-        const std::vector<YAML::Node> docs = YAML::LoadAll(std::string(text_in));
-        if (docs.empty() || docs.front().IsNull()) {
-            error("", docs.empty() ? 0 : line_of(docs.front()),
-                  "the config is empty; expected a map with at least `servers`");
-        } else if (docs.size() > 1) {
-            error("", line_of(docs[1]), "more than one YAML document; expected exactly one");
+        const std::string text(text_in);
+        const DocumentCount docs = count_documents(text);
+        if (docs.count > 1) {
+            error("", docs.second_line,
+                  "content after the first YAML document (a second `---` document or a stray "
+                  "`,`); a config is exactly one document");
         } else {
-            top_level(docs.front());
+            const YAML::Node root = docs.count == 0 ? YAML::Node{} : YAML::Load(text);
+            if (root.IsNull()) {
+                error("", line_of(root),
+                      "the config is empty; expected a map with at least `servers`");
+            } else {
+                top_level(root);
+            }
         }
-    } catch (const YAML::Exception& ex) {
+    } catch (const YAML::ParserException& ex) {
         // A syntax error: the partial tree means nothing, so it is the only error reported.
         errors_.clear();
         suppressed_errors_ = 0;
         errors_.push_back(ConfigError{file_, "", ex.mark.is_null() ? 0 : ex.mark.line + 1,
-                                      "YAML syntax error: " + ex.msg});
+                                      "YAML syntax error: " + printable(ex.msg)});
     } catch (const std::exception& ex) {
         errors_.push_back(ConfigError{file_, "", 0, std::string("cannot load: ") + ex.what()});
     } catch (...) {
@@ -563,8 +616,9 @@ constexpr std::array<std::string_view, 9> server_keys{
 void Loader::server(const Entry& e) {
     Server s;
     s.name = e.key;
-    if (s.name.empty() || has_control_char(s.name)) {
-        error(e.path, e.key_node, "a server name must be non-empty and printable");
+    // Names become JSON keys (GET /config) and metric label values: UTF-8 text, one line.
+    if (s.name.empty() || has_control_char(s.name) || !is_valid_utf8(s.name)) {
+        error(e.path, e.key_node, "a server name must be non-empty, printable UTF-8");
     }
     if (!e.value.IsMap()) {
         error(e.path, e.value, "expected a map (listen, default, ...)");
@@ -884,8 +938,8 @@ std::vector<SniRoute> Loader::sni(const Entry& e) {
 
 void Loader::upstreams(const Entry& e) {
     for (const Entry& u : entries(e.value, e.path)) {
-        if (u.key.empty() || has_control_char(u.key)) {
-            error(u.path, u.key_node, "an upstream name must be non-empty and printable");
+        if (u.key.empty() || has_control_char(u.key) || !is_valid_utf8(u.key)) {
+            error(u.path, u.key_node, "an upstream name must be non-empty, printable UTF-8");
             continue;
         }
         defined_upstreams_.insert(u.key);
