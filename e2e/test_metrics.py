@@ -3,6 +3,7 @@ type, byte counters that match a known transfer and move while a tunnel is open,
 series under random SNIs, the admin's status codes (403 to a non-loopback peer), slowloris
 on the admin port, and a real Prometheus scraping tpt."""
 import random
+import os
 import re
 import socket
 import ssl
@@ -306,47 +307,78 @@ def test_control_from_a_second_loopback_address_is_allowed(proxy):
     assert data.startswith(b"HTTP/1.1 200 "), data[:200]
 
 
-def non_loopback_address():
-    """An IPv4 address of this machine outside 127.0.0.0/8, or None."""
+class NamespacePair:
+    """Two network namespaces this test creates, joined by a veth pair: `inside` (10.253.0.1,
+    where tpt runs) and `outside` (10.253.0.2, a non-loopback peer). Nothing leaves them."""
+
+    def __init__(self):
+        tag = f"{os.getpid() % 100000}"
+        self.inside, self.outside = f"tpt-in-{tag}", f"tpt-out-{tag}"
+        self.created = []
+        for ns in (self.inside, self.outside):
+            self._ip("netns", "add", ns)
+            self.created.append(ns)
+            self._ip("-n", ns, "link", "set", "lo", "up")
+        self._ip("-n", self.inside, "link", "add", "v-in", "type", "veth", "peer", "name", "v-out",
+                 "netns", self.outside)
+        self._ip("-n", self.inside, "addr", "add", "10.253.0.1/30", "dev", "v-in")
+        self._ip("-n", self.outside, "addr", "add", "10.253.0.2/30", "dev", "v-out")
+        self._ip("-n", self.inside, "link", "set", "v-in", "up")
+        self._ip("-n", self.outside, "link", "set", "v-out", "up")
+
+    @staticmethod
+    def _ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    def exec_args(self, ns, *cmd):
+        return ["ip", "netns", "exec", ns, *map(str, cmd)]
+
+    def curl(self, ns, url, method="GET"):
+        out = subprocess.run(self.exec_args(ns, "curl", "-s", "-o", "/dev/null", "-w",
+                                            "%{http_code}", "-X", method, "--max-time", "2",
+                                            url), capture_output=True, text=True, timeout=10)
+        return int(out.stdout or 0)
+
+    def close(self):
+        for ns in self.created:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def namespaces():
     try:
-        out = subprocess.run(["ip", "-o", "-4", "addr", "show", "scope", "global"],
-                             capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for m in re.finditer(r"\binet (\d+\.\d+\.\d+\.\d+)/", out):
-        try:
-            with socket.socket() as s:
-                s.bind((m.group(1), 0))
-            return m.group(1)
-        except OSError:
-            continue
-    return None
+        pair = NamespacePair()
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot create network namespaces here: {exc}")
+    yield pair
+    pair.close()
 
 
-@pytest.mark.parametrize("control_from, expected", [("loopback", 403), ("any", None)])
-def test_control_paths_refuse_non_loopback_peers(tpt, upstream, control_from, expected):
-    # A peer outside loopback without leaving the machine: an admin bound to this machine's
-    # own non-loopback address, reached from that address (the kernel routes it over lo).
-    address = non_loopback_address()
-    if address is None:
-        pytest.skip("this machine has no non-loopback IPv4 address to be a peer from")
-    up = upstream()
-    admin = f"{address}:{free_port(address)}"
-    proc = tpt(proxy_config(admin, free_port(), up.port,
-                            extra_admin=f"  control_from: {control_from}"))
-    assert proc.admin == f"http://{admin}"
-    got, _, body = http_request(proc.admin + "/config")
-    if expected:
-        assert got == expected, body
-        got, _, body = http_request(proc.admin + "/reload", "POST")
-        assert got == expected, body
-    else:
-        assert got == 200, body
-        got, _, body = http_request(proc.admin + "/reload", "POST")
-        assert got == 200, body
-    # The other paths do not care who asks.
-    assert http_request(proc.admin + "/metrics")[0] == 200
-    assert http_request(proc.admin + "/ready")[0] == 200
+@pytest.mark.parametrize("control_from, expected", [("loopback", 403), ("any", 200)])
+def test_control_paths_refuse_non_loopback_peers(tpt_bin, tmp_path, namespaces, control_from,
+                                                 expected):
+    # tpt runs in a namespace of its own; the peer at 10.253.0.2 is outside loopback.
+    cfg = tmp_path / "tpt.yaml"
+    cfg.write_text(proxy_config("0.0.0.0:9901", 8443, 9,
+                                extra_admin=f"  control_from: {control_from}"))
+    log = open(tmp_path / "tpt.log", "wb")
+    proc = subprocess.Popen(namespaces.exec_args(namespaces.inside, tpt_bin, "-c", cfg),
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        remote = "http://10.253.0.1:9901"
+        wait_until(lambda: namespaces.curl(namespaces.outside, remote + "/ready") == 200, 10,
+                   "tpt ready in its namespace")
+        assert namespaces.curl(namespaces.outside, remote + "/config") == expected
+        assert namespaces.curl(namespaces.outside, remote + "/reload", "POST") == expected
+        # The other paths do not care who asks; loopback peers may always control.
+        assert namespaces.curl(namespaces.outside, remote + "/metrics") == 200
+        local = "http://127.0.0.1:9901"
+        assert namespaces.curl(namespaces.inside, local + "/config") == 200
+        assert namespaces.curl(namespaces.inside, local + "/reload", "POST") == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
 
 
 # ---- slowloris -----------------------------------------------------------------------------
