@@ -1,8 +1,9 @@
-// runtime: the worker threads (one io_context each), their buffer pools and 1 s ticks.
+// runtime: the worker threads (one io_context each), their pipe and buffer pools and 1 s ticks.
 // Thread affinity: a Worker's members are touched only on its own thread, except
 // executor()/context() which any thread may use to post work to it.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -34,9 +35,39 @@ public:
 };
 
 // A relay chunk, borrowed only while bytes are in flight (STYLE: one chunk per direction).
-inline constexpr std::size_t chunk_size = 32 * 1024;
+// The relay copies through one only when it cannot get a pipe (descriptors exhausted).
+inline constexpr std::size_t chunk_size = std::size_t{32} * 1024;
 struct Chunk {
-    std::byte data[chunk_size];
+    std::array<std::byte, chunk_size> data;
+};
+
+// A non-blocking pipe for splice(2): socket -> pipe -> socket without copying through user
+// space. Borrowed from the worker only while bytes are in flight, so an idle tunnel holds none.
+class Pipe {
+public:
+    Pipe() = default;
+    Pipe(Pipe&& o) noexcept : read_(o.read_), write_(o.write_), capacity_(o.capacity_) {
+        o.read_ = o.write_ = -1;
+        o.capacity_ = 0;
+    }
+    Pipe& operator=(Pipe&& o) noexcept;
+    Pipe(const Pipe&) = delete;
+    Pipe& operator=(const Pipe&) = delete;
+    ~Pipe() { close(); }
+
+    // A new pipe, or an invalid one when pipe2() fails (EMFILE/ENFILE): the caller copies.
+    static Pipe make() noexcept;
+
+    bool valid() const noexcept { return read_ >= 0; }
+    int read_end() const noexcept { return read_; }
+    int write_end() const noexcept { return write_; }
+    std::size_t capacity() const noexcept { return capacity_; }
+    void close() noexcept;
+
+private:
+    int read_ = -1;
+    int write_ = -1;
+    std::size_t capacity_ = 0;
 };
 
 class Worker {
@@ -52,6 +83,14 @@ public:
     std::unique_ptr<Chunk> take_chunk();
     void give_back(std::unique_ptr<Chunk> chunk) noexcept;
 
+    // From the pool, else a new one; invalid when none can be made. A pipe given back must be
+    // empty (a pipe holding bytes of a broken tunnel is closed instead).
+    Pipe take_pipe() noexcept;
+    void give_back(Pipe pipe) noexcept;
+    // Off: the relay copies through chunks instead of splicing (tests, comparisons).
+    void set_splice(bool on) noexcept { splice_ = on; }
+    bool splice() const noexcept { return splice_; }
+
     void add(Tickable& t) noexcept { tickables_.push_back(t); }
     // Closes every registered tunnel (shutdown's drain timeout). Worker thread only.
     void abort_all();
@@ -65,6 +104,8 @@ private:
     net::io_context ctx_{1};
     net::steady_timer tick_timer_{ctx_};
     std::vector<std::unique_ptr<Chunk>> pool_;
+    std::vector<Pipe> pipes_;
+    bool splice_ = true;
     boost::intrusive::list<Tickable, boost::intrusive::constant_time_size<false>> tickables_;
 };
 

@@ -1,3 +1,6 @@
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/asio/post.hpp>
 
 #include <tpt/runtime.hpp>
@@ -7,9 +10,68 @@ namespace tpt::runtime {
 namespace {
 // Chunks kept per worker beyond those in flight: enough for bursts, bounded for RSS.
 constexpr std::size_t max_pooled_chunks = 64;
+// Empty pipes kept per worker: two descriptors each, and their capacity counts against
+// fs.pipe-user-pages-soft, so only enough for the tunnels busy at one instant.
+constexpr std::size_t max_pooled_pipes = 32;
 }  // namespace
 
-Worker::Worker(std::size_t index) : index_(index) {}
+Pipe& Pipe::operator=(Pipe&& o) noexcept {
+    if (this != &o) {
+        close();
+        read_ = o.read_;
+        write_ = o.write_;
+        capacity_ = o.capacity_;
+        o.read_ = o.write_ = -1;
+        o.capacity_ = 0;
+    }
+    return *this;
+}
+
+Pipe Pipe::make() noexcept {
+    std::array<int, 2> fds{};
+    Pipe p;
+    if (::pipe2(fds.data(), O_NONBLOCK | O_CLOEXEC) != 0) {
+        return p;
+    }
+    p.read_ = fds[0];
+    p.write_ = fds[1];
+    // The default size (64 KiB, less above fs.pipe-user-pages-soft): on loopback 256 KiB and
+    // 1 MiB pipes moved no more per CPU second (bench/RESULTS.md), and they use that per-user
+    // quota up four and sixteen times faster.
+    const int cap = ::fcntl(p.write_, F_GETPIPE_SZ);
+    p.capacity_ = cap > 0 ? static_cast<std::size_t>(cap) : 4096;
+    return p;
+}
+
+void Pipe::close() noexcept {
+    if (read_ >= 0) {
+        ::close(read_);
+        ::close(write_);
+    }
+    read_ = write_ = -1;
+    capacity_ = 0;
+}
+
+Worker::Worker(std::size_t index) : index_(index) {
+    // Reserved up front so give_back() never allocates.
+    pool_.reserve(max_pooled_chunks);
+    pipes_.reserve(max_pooled_pipes);
+}
+
+Pipe Worker::take_pipe() noexcept {
+    if (pipes_.empty()) {
+        return Pipe::make();
+    }
+    Pipe p = std::move(pipes_.back());
+    pipes_.pop_back();
+    return p;
+}
+
+void Worker::give_back(Pipe pipe) noexcept {
+    if (pipe.valid() && pipes_.size() < max_pooled_pipes) {
+        pipes_.push_back(std::move(pipe));
+    }
+}
 
 std::unique_ptr<Chunk> Worker::take_chunk() {
     if (pool_.empty()) {
