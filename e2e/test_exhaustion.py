@@ -184,8 +184,6 @@ def test_out_of_fds_backs_off_warns_once_serves_live_tunnels_and_recovers(tpt, s
 
 
 @out_of_fds
-@pytest.mark.xfail(strict=True, reason="the admin accept loop warns on every failed accept "
-                   "(every 100 ms); reported to the lead")
 def test_admin_port_out_of_fds_warns_once_and_answers_after(tpt, tmp_path):
     proc = start_apart(tpt, tmp_path, config(
         f'  fill:\n    listen: ["127.0.0.1:{free_port()}"]\n    default: echo\n'))

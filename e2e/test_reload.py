@@ -360,3 +360,18 @@ def test_second_sigterm_exits_at_once(tpt):
     assert proc.popen.poll() is None
     proc.signal(signal.SIGTERM)
     wait_until(lambda: proc.popen.poll() is not None, 2.0, "exit on second SIGTERM")
+
+
+def test_failed_content_is_not_retried_on_other_events_in_the_directory(tpt):
+    admin, p1 = free_port(), free_port()
+    good = echo_config(admin, {"a": (p1, "echo")})
+    proc = tpt(good)
+    proc.config_path.write_text("version: 3\n")
+    wait_until(lambda: reload_counts(proc)[1] == 1, 3.0, "failure counted")
+    # Unrelated files change beside the config (a log written there, say): no retry.
+    for i in range(20):
+        (proc.config_path.parent / "neighbour.log").write_text(f"line {i}\n")
+    proc.config_path.write_text(good + "# fixed\n")
+    wait_until(lambda: reload_counts(proc)[0] == 1, 3.0, "fixed config reloaded")
+    assert reload_counts(proc) == (1, 1)
+    assert proc.log_text().count("config reload failed") == 1

@@ -2,8 +2,10 @@
 // Thread affinity: configure() on the control thread; the log functions from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -52,5 +54,32 @@ void access(const AccessRecord& r);
 // instead of stderr; an empty function restores stderr. Called under the sink's lock, so
 // the hook must not log.
 void set_line_hook_for_tests(std::function<void(std::string_view)> hook);
+
+// Lets one line about a recurring event through per period (accept failing with EMFILE, …),
+// so a persistent condition cannot flood the log. Not thread-safe: one per loop.
+class Throttle {
+public:
+    explicit Throttle(std::chrono::steady_clock::duration period) : period_(period) {}
+
+    // Counts the event; returns how many were held back since the last line when it is time
+    // to write one, else nullopt.
+    std::optional<std::uint64_t> pass(std::chrono::steady_clock::time_point now) {
+        ++held_;
+        if (logged_once_ && now - last_ < period_) {
+            return std::nullopt;
+        }
+        logged_once_ = true;
+        last_ = now;
+        const auto held = held_ - 1;
+        held_ = 0;
+        return held;
+    }
+
+private:
+    std::chrono::steady_clock::duration period_;
+    std::chrono::steady_clock::time_point last_{};
+    std::uint64_t held_ = 0;
+    bool logged_once_ = false;
+};
 
 }  // namespace tpt::log

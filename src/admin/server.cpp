@@ -58,6 +58,7 @@ tcp::endpoint AdminServer::local_endpoint() const {
 }
 
 net::awaitable<void> AdminServer::accept_loop(std::shared_ptr<AdminServer> self) {
+    log::Throttle warnings(std::chrono::seconds(10));
     for (;;) {
         auto [ec, socket] =
             co_await self->acceptor_.async_accept(net::as_tuple(net::use_awaitable));
@@ -67,7 +68,10 @@ net::awaitable<void> AdminServer::accept_loop(std::shared_ptr<AdminServer> self)
         if (ec) {
             // EMFILE and friends: the pending connection stays queued; retry shortly
             // instead of spinning.
-            log::warn("admin accept failed", {{"error", ec.message()}});
+            if (const auto held = warnings.pass(std::chrono::steady_clock::now())) {
+                log::warn("admin accept failed, backing off",
+                          {{"error", ec.message()}, {"held_back", std::to_string(*held)}});
+            }
             net::steady_timer pause(self->acceptor_.get_executor(), std::chrono::milliseconds(100));
             co_await pause.async_wait(net::as_tuple(net::use_awaitable));
             continue;

@@ -42,6 +42,8 @@ using namespace boost::asio::experimental::awaitable_operators;
 
 namespace {
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+// How long an invalid file seen by inotify gets to become valid before the failure counts.
+constexpr auto settle_delay = 300ms;
 
 std::optional<std::string> read_file(const std::string& path, std::string& error) {
     std::ifstream in(path, std::ios::binary);
@@ -256,14 +258,33 @@ private:
             std::lock_guard lock(mutex_);
             old = current_;
         }
-        if (!force && hash == old->sha256) {
-            log::debug("config unchanged", {{"trigger", std::string(why)}});
+        // Unforced triggers act on changed content only. Content that already failed is not
+        // retried on inotify events (a failure's log line in the watched directory would
+        // trigger the next attempt), only by the poll fallback, SIGHUP and POST /reload.
+        if (!force && (hash == old->sha256 || (hash == last_failed_hash_ && why == "inotify"))) {
             return {200, hash + "\n"};
         }
         auto loaded = config::load(*text, path_, env::process_environment());
         if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
+            if (why == "inotify") {
+                // A write in place (truncate, then write) can be read half-way: look again
+                // once the writer had time to finish, and judge only that read.
+                if (!settle_pending_) {
+                    settle_pending_ = true;
+                    settle_timer_.expires_after(settle_delay);
+                    settle_timer_.async_wait([this](boost::system::error_code ec) {
+                        settle_pending_ = false;
+                        if (!ec) {
+                            reload_now("inotify-settled", false);
+                        }
+                    });
+                }
+                return {400, join_errors(*errors)};
+            }
+            last_failed_hash_ = hash;
             return fail(why, 400, join_errors(*errors));
         }
+        last_failed_hash_ = hash;  // until the apply below succeeds
         auto cfg =
             std::make_shared<const config::Config>(std::get<config::Config>(std::move(loaded)));
         auto snap = session::build_snapshot(cfg, hash, old.get(), *metrics_, handlers_);
@@ -305,6 +326,7 @@ private:
         for (const auto& name : diff.removed_servers) {
             metrics_->forget_server(name);
         }
+        last_failed_hash_.clear();
         metrics_->reload_result(true, hash, unix_now());
         log::info("config reloaded",
                   {{"trigger", std::string(why)},
@@ -402,6 +424,9 @@ private:
     session::SnapshotPtr current_;
     std::atomic<bool> ready_{false};
     std::atomic<bool> control_any_{false};
+    std::string last_failed_hash_;  // content of the last failed attempt (control thread)
+    net::steady_timer settle_timer_{control_};
+    bool settle_pending_ = false;
     bool stopping_ = false;
 };
 }  // namespace

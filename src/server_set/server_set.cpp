@@ -107,8 +107,7 @@ private:
     static net::awaitable<void> accept_loop(std::shared_ptr<Listener> self, std::size_t i) {
         auto& acceptor = self->acceptors_[i];
         net::steady_timer backoff(acceptor.get_executor());
-        auto last_fd_warning = runtime::Clock::time_point{};
-        std::uint64_t fd_errors = 0;
+        log::Throttle warnings(10s);
         while (acceptor.is_open()) {
             auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
             if (ec == net::error::operation_aborted || !acceptor.is_open()) {
@@ -117,15 +116,10 @@ private:
             if (ec) {
                 // EMFILE/ENFILE/ENOBUFS: the pending connection stays queued; back off instead
                 // of spinning on a readable listener, warn at most every 10 s.
-                ++fd_errors;
-                const auto now = runtime::Clock::now();
-                if (now - last_fd_warning >= 10s) {
-                    log::warn("accept failed, backing off",
-                              {{"listen", self->key_},
-                               {"error", ec.message()},
-                               {"errors_since_last_warning", std::to_string(fd_errors)}});
-                    last_fd_warning = now;
-                    fd_errors = 0;
+                if (const auto held = warnings.pass(runtime::Clock::now())) {
+                    log::warn("accept failed, backing off", {{"listen", self->key_},
+                                                             {"error", ec.message()},
+                                                             {"held_back", std::to_string(*held)}});
                 }
                 backoff.expires_after(100ms);
                 co_await backoff.async_wait(use_tuple);
