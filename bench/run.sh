@@ -11,8 +11,9 @@
 #   REPEAT=1           runs of each iperf3/wrk figure, interleaved across proxies; the table
 #                      shows the median (the machine is shared: REPEAT=3 steadies it)
 #   TUNNELS=9000       idle tunnels for the RSS figure (see below)
-#   PROXIES="tpt haproxy nginx"   add haproxy-splice for HAProxy with splice forced
-#                      (option splice-request + splice-response) beside splice-auto
+#   PROXIES="tpt haproxy nginx"   may add haproxy-splice (HAProxy with splice forced: option
+#                      splice-request + splice-response) and tpt-copy (tpt with TPT_SPLICE=0:
+#                      copying relay instead of splice)
 #   TESTS="rss iperf wrk"          which figures to measure
 #   DIRECT=1           also run iperf3 and wrk straight to the backends (0: skip)
 #   KEEP=1             keep the temp dir (configs, logs, raw outputs)
@@ -81,8 +82,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Ports: backends (iperf3, http, idle), then three listeners per proxy.
-all_proxies="tpt haproxy haproxy-splice nginx"
-mapfile -t P < <($lib ports 15)
+all_proxies="tpt tpt-copy haproxy haproxy-splice nginx"
+mapfile -t P < <($lib ports 18)
 iperf_port=${P[0]} http_port=${P[1]} idle_port=${P[2]}
 declare -A port_iperf port_http port_idle
 i=3
@@ -134,20 +135,25 @@ wait_ready nginx-http "$http_port"
 wait_ready idle-backend "$idle_port"
 
 # --- proxies ----------------------------------------------------------------------------------
-cat >"$work/tpt.yaml" <<EOF
+tpt_cfg() {  # tpt_cfg WHO
+    local who=$1
+    cat <<EOF
 version: 1
 log: warn
 admin: { listen: "" }
 reload: { watch: false, poll_interval: 0s }
 servers:
-  iperf: { listen: ["127.0.0.1:${port_iperf[tpt]}"], default: iperf_up, maxclients: 20000 }
-  http:  { listen: ["127.0.0.1:${port_http[tpt]}"], default: http_up, maxclients: 20000 }
-  idle:  { listen: ["127.0.0.1:${port_idle[tpt]}"], default: idle_up, maxclients: 20000 }
+  iperf: { listen: ["127.0.0.1:${port_iperf[$who]}"], default: iperf_up, maxclients: 20000 }
+  http:  { listen: ["127.0.0.1:${port_http[$who]}"], default: http_up, maxclients: 20000 }
+  idle:  { listen: ["127.0.0.1:${port_idle[$who]}"], default: idle_up, maxclients: 20000 }
 upstream:
   iperf_up: "tcp://127.0.0.1:$iperf_port"
   http_up: "tcp://127.0.0.1:$http_port"
   idle_up: "tcp://127.0.0.1:$idle_port"
 EOF
+}
+tpt_cfg tpt >"$work/tpt.yaml"
+tpt_cfg tpt-copy >"$work/tpt-copy.yaml"
 haproxy_cfg() {  # haproxy_cfg WHO SPLICE-OPTIONS
     local who=$1
     cat <<EOF
@@ -201,6 +207,7 @@ declare -A proxy_pids
 for who in $PROXIES; do
     case $who in
         tpt) start tpt "$TPT_BIN" -c "$work/tpt.yaml" ;;
+        tpt-copy) start tpt-copy env TPT_SPLICE=0 "$TPT_BIN" -c "$work/tpt-copy.yaml" ;;
         haproxy | haproxy-splice) start "$who" haproxy -db -f "$work/$who.cfg" ;;
         nginx) start nginx nginx -p "$work/nginx-stream" -c "$work/nginx-stream/nginx.conf" \
             -e "$work/nginx-stream/logs/error.log" ;;

@@ -199,6 +199,8 @@ TEST_P(RelayModes, LargeTransfersBothWaysAtOnceArriveWholeAndAreCountedExactly) 
     EXPECT_EQ(h.finish(), tpt::Outcome::ok);
     EXPECT_EQ(h.counters().to_upstream, up.size());
     EXPECT_EQ(h.counters().to_client, down.size());
+    // A stream is spliced, and its pipes come back to the worker empty.
+    EXPECT_EQ(h.worker().pooled_pipes() > 0, GetParam());
 }
 
 TEST_P(RelayModes, HalfCloseFromTheUpstreamFirstKeepsTheClientSending) {
@@ -221,6 +223,30 @@ INSTANTIATE_TEST_SUITE_P(SpliceAndCopy, RelayModes, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& i) {
                              return std::string(i.param ? "Splice" : "Copy");
                          });
+
+// Request/response traffic is copied: splicing a message costs more than copying it.
+TEST(Relay, SmallMessagesAreCopiedNotSpliced) {
+    RelayHarness h;
+    for (int i = 0; i < 20; ++i) {
+        const std::string request = "request " + std::to_string(i);
+        net::write(h.client(), net::buffer(request));
+        std::string got(request.size(), '\0');
+        net::read(h.upstream(), net::buffer(got));
+        EXPECT_EQ(got, request);
+        const std::string response(1024, static_cast<char>('a' + i));
+        net::write(h.upstream(), net::buffer(response));
+        std::string back(response.size(), '\0');
+        net::read(h.client(), net::buffer(back));
+        EXPECT_EQ(back, response);
+    }
+    h.client().shutdown(tcp::socket::shutdown_send);
+    h.upstream().shutdown(tcp::socket::shutdown_send);
+    EXPECT_EQ(read_to_eof(h.client()), "");
+    EXPECT_EQ(read_to_eof(h.upstream()), "");
+    EXPECT_EQ(h.finish(), tpt::Outcome::ok);
+    EXPECT_EQ(h.worker().pooled_pipes(), 0U);
+    EXPECT_EQ(h.counters().to_client, 20U * 1024);
+}
 
 // What a session's idle timeout or shutdown does: close both sockets on the worker.
 TEST(Relay, ClosingBothSocketsFromTheWorkerEndsIt) {

@@ -87,6 +87,7 @@ public:
     // empty (a pipe holding bytes of a broken tunnel is closed instead).
     Pipe take_pipe() noexcept;
     void give_back(Pipe pipe) noexcept;
+    std::size_t pooled_pipes() const noexcept { return pipes_.size(); }
     // Off: the relay copies through chunks instead of splicing (tests, comparisons).
     void set_splice(bool on) noexcept { splice_ = on; }
     bool splice() const noexcept { return splice_; }
@@ -111,6 +112,7 @@ private:
 
 class Runtime {
 public:
+    // TPT_SPLICE=0 in the environment turns splice off on every worker (copying relay).
     explicit Runtime(std::size_t workers);
     ~Runtime();
 

@@ -1,8 +1,9 @@
 // tunnel: relay bytes both ways between two connected sockets until both directions closed.
-// Thread affinity: both sockets' worker. Data path: splice(2) socket -> pipe -> socket, one
-// pipe per direction borrowed from the worker only while bytes are in flight (backpressure:
-// the next read waits until the pipe is drained); a pooled chunk when no pipe can be had.
-// An idle tunnel holds no pipe and no buffer. SIGPIPE is blocked on a thread that relays.
+// Thread affinity: both sockets' worker. Data path: a streaming direction is spliced
+// (splice(2) socket -> pipe -> socket, the pipe borrowed from the worker only while bytes are
+// in flight); small messages are copied through a pooled chunk. Backpressure: the next read
+// waits until what was read is written. An idle tunnel holds no pipe and no buffer. SIGPIPE
+// is blocked on a thread that relays.
 #pragma once
 
 #include <cstdint>

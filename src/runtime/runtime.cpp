@@ -1,4 +1,7 @@
+#include <array>
+#include <cstdlib>
 #include <fcntl.h>
+#include <string_view>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
@@ -117,9 +120,15 @@ void Worker::start_tick() {
 }
 
 Runtime::Runtime(std::size_t workers) {
+    // TPT_SPLICE=0: relay by copying (read/write through chunks) instead of splice(2). A
+    // diagnostic and benchmark switch: on loopback copying moves one stream faster at more
+    // proxy CPU per byte (bench/RESULTS.md).
+    const char* splice_env = std::getenv("TPT_SPLICE");
+    const bool splice = splice_env == nullptr || std::string_view(splice_env) != "0";
     workers_.reserve(workers);
     for (std::size_t i = 0; i < workers; ++i) {
         workers_.push_back(std::make_unique<Worker>(i));
+        workers_.back()->set_splice(splice);
     }
 }
 

@@ -1,9 +1,10 @@
 // The relay: one small state machine per tunnel, driven by readiness waits on the worker's
-// reactor. Each direction moves bytes socket -> pipe -> socket with splice(2), so they never
-// cross user space; a direction borrows a pipe from the worker only while bytes are in flight
-// and gives it back empty, and it reads again only once the pipe is drained (backpressure:
-// at most one pipe's capacity in flight per direction). Without a pipe (descriptors exhausted,
-// or splice off) the same machine copies through a pooled chunk.
+// reactor. A streaming direction moves bytes socket -> pipe -> socket with splice(2), so they
+// never cross user space; a direction borrows a pipe from the worker only while bytes are in
+// flight and gives it back empty, and it reads again only once the pipe is drained
+// (backpressure: at most one pipe's capacity in flight per direction). Small messages, and
+// everything when no pipe can be had (descriptors exhausted) or splice is off, are copied
+// through a pooled chunk by the same machine, with the same backpressure.
 //
 // Memory of an idle tunnel: the relay state (a few hundred bytes) and one pending wait per
 // direction. No allocation per chunk: waits reuse the reactor's recycled operation memory.
@@ -102,6 +103,7 @@ struct Direction {
     std::uint64_t* count = nullptr;
 
     bool done = false;
+    bool stream = false;     // the last read filled a chunk: splice the next one
     bool copy_only = false;  // splice refused by these descriptors: chunks from now on
     runtime::Pipe pipe;      // borrowed while bytes are in flight
     std::unique_ptr<runtime::Chunk> chunk;
@@ -267,26 +269,42 @@ private:
 
     // Reads what `from` has into the pipe (or chunk). ok, again, eof or error.
     Io fill(Direction& d, bool& drained) {
-        if (!d.copy_only && worker_.splice()) {
-            if (!d.pipe.valid()) {
-                d.pipe = worker_.take_pipe();
-            }
-            if (d.pipe.valid()) {
-                const int fd = d.from->native_handle();
-                const auto want = d.pipe.capacity();
-                const auto r = classify(no_eintr([&] {
-                    return ::splice(fd, nullptr, d.pipe.write_end(), nullptr, want,
-                                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-                }));
-                if (r.status != Io::unsupported) {
-                    d.in_pipe = r.bytes;
-                    drained = r.bytes < want;
-                    return r.status;
-                }
-                d.copy_only = true;
-                release(d);
-            }
+        const auto r = d.stream && !d.copy_only && worker_.splice() ? splice_in(d, drained)
+                                                                    : recv_in(d, drained);
+        // As HAProxy's splice-auto: a read that found a whole chunk waiting means a stream,
+        // which is spliced; less means messages, which are copied (splicing a small message
+        // costs more than copying it: bench/RESULTS.md).
+        if (r == Io::ok) {
+            d.stream = d.in_flight() >= runtime::chunk_size;
         }
+        return r;
+    }
+
+    // socket -> pipe. Falls back to copying, for good, when the descriptors refuse splice.
+    Io splice_in(Direction& d, bool& drained) {
+        if (!d.pipe.valid()) {
+            d.pipe = worker_.take_pipe();
+        }
+        if (d.pipe.valid()) {
+            const int fd = d.from->native_handle();
+            const auto want = d.pipe.capacity();
+            const auto r = classify(no_eintr([&] {
+                return ::splice(fd, nullptr, d.pipe.write_end(), nullptr, want,
+                                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            }));
+            if (r.status != Io::unsupported) {
+                d.in_pipe = r.bytes;
+                drained = r.bytes < want;
+                return r.status;
+            }
+            d.copy_only = true;
+            release(d);
+        }
+        return recv_in(d, drained);
+    }
+
+    // socket -> chunk.
+    Io recv_in(Direction& d, bool& drained) {
         if (!d.chunk) {
             d.chunk = worker_.take_chunk();
         }
