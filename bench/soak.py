@@ -403,8 +403,17 @@ def proc_status(pid, field):
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
-def open_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def open_fds(pid, kind=None):
+    """Open descriptors of pid; kind "socket" or "pipe" counts only those."""
+    if kind is None:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(kind + ":")
+        except OSError:
+            pass  # closed meanwhile
+    return n
 
 
 def config_sha(admin):
@@ -423,7 +432,7 @@ def sum_metric(text, name):
 
 # --- the run ---------------------------------------------------------------------------------
 
-def soak(binary, seconds, workers, long_workers, out=print):
+def soak(binary, seconds, workers, long_workers, out=print, env=None):
     failures = []
     ports = {k: free_port() for k in ("admin", "plain", "tls", "extra", "other")}
     backends = {"back_a": Backend("back_a"), "back_b": Backend("back_b")}
@@ -433,7 +442,7 @@ def soak(binary, seconds, workers, long_workers, out=print):
     generation = 0
     layout = 0
     text = config_text(layout, ports, generation)
-    proc = TptProcess(binary, text, workdir=workdir, ready=True)
+    proc = TptProcess(binary, text, env=env, workdir=workdir, ready=True)
     pid = proc.popen.pid
     hellos = [client_hello(n) for n in ("a.soak.test", "x.soak.test", "y.z.soak.test",
                                         "other.example", None)]
@@ -442,9 +451,12 @@ def soak(binary, seconds, workers, long_workers, out=print):
     threads = []
     rss = []  # (seconds since start, bytes)
     fds_start = open_fds(pid)
+    sockets_start = open_fds(pid, "socket")
+    workers_of_tpt = len(os.sched_getaffinity(pid))
     rss_start = proc_status(pid, "VmRSS")
     reloads = forced = 0
     reload_latency = []
+    turns = []  # seconds per turn of the control loop (about 1 s; more means it stalled)
     started = time.monotonic()
     try:
         for i in range(workers + long_workers):
@@ -455,7 +467,10 @@ def soak(binary, seconds, workers, long_workers, out=print):
             threads.append(t)
         next_sample = started
         tick = 0
+        turn_start = time.monotonic()
         while time.monotonic() - started < seconds:
+            turns.append(time.monotonic() - turn_start)
+            turn_start = time.monotonic()
             if proc.popen.poll() is not None:
                 failures.append(f"tpt exited with {proc.popen.returncode}")
                 break
@@ -506,11 +521,18 @@ def soak(binary, seconds, workers, long_workers, out=print):
         except AssertionError as exc:
             failures.append(str(exc))
             final_metrics = proc.metrics()
+        # Sockets come back to their start count; pipes are the relay's pool (splice), at
+        # most max_pooled_pipes (32) per worker, two descriptors each.
+        pipe_bound = 2 * 32 * workers_of_tpt
         try:
-            wait_until(lambda: open_fds(pid) <= fds_start + 2, 15,
-                       f"open fds back to {fds_start}")
+            wait_until(lambda: open_fds(pid, "socket") <= sockets_start, 15,
+                       f"open sockets back to {sockets_start}")
         except AssertionError as exc:
-            failures.append(f"{exc}: {open_fds(pid)} open")
+            failures.append(f"{exc}: {open_fds(pid, 'socket')} open")
+        pipes_end = open_fds(pid, "pipe")
+        if pipes_end > pipe_bound:
+            failures.append(f"{pipes_end} pipe descriptors open, the pool holds at most "
+                            f"{pipe_bound}")
         fds_end = open_fds(pid)
         rss_end = proc_status(pid, "VmRSS")
         ok_reloads = metric_value(final_metrics, "tpt_config_reloads_total",
@@ -523,7 +545,7 @@ def soak(binary, seconds, workers, long_workers, out=print):
         if http_get(proc.admin + "/healthz")[0] != 200:
             failures.append("/healthz is not 200 at the end")
     else:
-        fds_end = rss_end = 0
+        fds_end = rss_end = pipes_end = 0
     code = proc.stop(timeout=30)
     if alive and code != 0:
         failures.append(f"tpt exited {code} on SIGTERM")
@@ -554,6 +576,8 @@ def soak(binary, seconds, workers, long_workers, out=print):
     failures += stats.failures
 
     tunnels = sum(stats.count.values())
+    if env:
+        out("tpt environment: " + " ".join(f"{k}={v}" for k, v in env.items()))
     out(f"soak: {loaded:.0f} s under load ({elapsed:.0f} s with the drain), {workers} "
         f"short-tunnel workers + {long_workers} long")
     out(f"tunnels: {tunnels} ({', '.join(f'{k}={v}' for k, v in sorted(stats.count.items()))})")
@@ -565,7 +589,9 @@ def soak(binary, seconds, workers, long_workers, out=print):
     out(f"RSS: start {rss_start / MiB:.1f} MiB, end {rss_end / MiB:.1f} MiB, "
         f"peak {max((v for _, v in rss), default=0) / MiB:.1f} MiB, median Q2 "
         f"{(q2 or 0) / MiB:.1f} MiB, Q4 {(q4 or 0) / MiB:.1f} MiB")
-    out(f"fds: start {fds_start}, end {fds_end}")
+    out(f"fds: start {fds_start} ({sockets_start} sockets), end {fds_end} ({pipes_end} pipes "
+        f"pooled)")
+    out(f"control loop: longest turn {max(turns, default=0):.2f} s")
     out("backends accepted: " + ", ".join(f"{n}={b.accepted}" for n, b in backends.items()))
     if failures:
         out(f"FAILED: {len(failures)} problem(s)")
@@ -583,9 +609,12 @@ def main():
                                                     str(REPO_ROOT / "build/release/tpt")))
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--long-workers", type=int, default=3)
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment for tpt (e.g. TPT_SPLICE=0); repeatable")
     args = ap.parse_args()
+    env = dict(e.split("=", 1) for e in args.env)
     failures = soak(Path(args.tpt), args.seconds, args.workers, args.long_workers,
-                    out=lambda s: print(s, flush=True))
+                    out=lambda s: print(s, flush=True), env=env)
     return 1 if failures else 0
 
 
