@@ -211,6 +211,7 @@ def test_squid_sni_as_target_resolved_by_squid(tpt, squid, tls_server, pki):
     assert rec["result"] == "ok" and rec["connect_target"] == f"tls-b.test:{server.port}", rec
 
 
+@pytest.mark.concurrency
 def test_squid_concurrent_tunnels_keep_their_own_sni(tpt, squid, tls_server, pki):
     server = tls_server()
     text, port = config({"proxy": f"tcp://127.0.0.1:{squid.port}"},

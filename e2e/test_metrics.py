@@ -205,6 +205,7 @@ def test_byte_counters_equal_a_known_transfer(proxy):
                "second to_client")
 
 
+@pytest.mark.concurrency
 def test_open_tunnel_counters_move_within_a_second(proxy):
     hello = client_hello(SNI)
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
@@ -224,6 +225,7 @@ def test_open_tunnel_counters_move_within_a_second(proxy):
     assert first < 1.5 and second < 1.5, (first, second)
 
 
+@pytest.mark.concurrency
 def test_random_snis_on_default_add_no_series(proxy):
     def default_done(n):
         text = proxy.metrics()

@@ -551,6 +551,7 @@ def _garbage_client(port, kind, rng, hello):
             pass
 
 
+@pytest.mark.concurrency
 def test_a_thousand_garbage_connections_leave_tpt_serving(tpt, peers, pki):
     good = peers.tls("up_good")
     port = free_port()
@@ -927,6 +928,7 @@ def test_a_reset_on_either_side_closes_both(tpt, peers):
     assert records["client_rst"]["result"] == "client_reset"
 
 
+@pytest.mark.concurrency
 def test_maxclients_counts_a_server_over_all_its_listen_addresses(tpt, peers):
     echo = peers.tcp(echo_handler)
     p1, p2 = free_port(), free_port()

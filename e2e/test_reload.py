@@ -306,6 +306,7 @@ def test_fifty_reloads_under_load_refuse_nothing_and_keep_old_tunnels(tpt):
     assert reload_counts(proc) == (50, 0)
 
 
+@pytest.mark.concurrency
 def test_sigterm_drains_open_tunnels_then_exits_zero(tpt):
     admin, p1 = free_port(), free_port()
     proc = tpt(echo_config(admin, {"a": (p1, "echo")},
@@ -334,6 +335,7 @@ def test_sigterm_drains_open_tunnels_then_exits_zero(tpt):
     assert proc.popen.returncode == 0
 
 
+@pytest.mark.concurrency
 def test_drain_timeout_closes_remaining_tunnels(tpt):
     admin, p1 = free_port(), free_port()
     proc = tpt(echo_config(admin, {"a": (p1, "echo")},

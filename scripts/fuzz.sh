@@ -13,7 +13,10 @@ for bin in build/fuzz/*_fuzz; do
     name=$(basename "$bin" _fuzz)
     mkdir -p "$out/$name/corpus"
     cp -r fuzz/corpus/"$name"/. "$out/$name/corpus/" 2>/dev/null || true
-    "$bin" -max_total_time="$secs" -max_len=20000 -print_final_stats=1 \
+    # -timeout: one input may not take 10 s; timeout(1): a fuzzer that wedges in its own
+    # out-of-memory handler is ended anyway.
+    timeout --kill-after=10 $((secs + 120)) \
+        "$bin" -max_total_time="$secs" -max_len=20000 -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$out/$name/" "$out/$name/corpus" >"$out/$name/log" 2>&1 &
     pids+=($!)
     names+=("$name")
