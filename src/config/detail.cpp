@@ -130,7 +130,7 @@ bool is_valid_utf8(std::string_view text) noexcept {
 }
 
 std::string normalise_ip(std::string_view text) {
-    const std::string s(text);
+    std::string s(text);
     std::array<char, INET6_ADDRSTRLEN> buf{};
     in6_addr v6{};
     if (inet_pton(AF_INET6, s.c_str(), &v6) == 1 &&

@@ -120,7 +120,7 @@ std::string sha256_hex(std::string_view bytes) {
     }
     constexpr std::string_view hex = "0123456789abcdef";
     std::string out;
-    out.reserve(2 * size);
+    out.reserve(std::size_t{2} * size);
     for (unsigned int i = 0; i < size; ++i) {
         out += hex[digest[i] >> 4U];
         out += hex[digest[i] & 0xfU];

@@ -216,15 +216,35 @@ private:
     std::optional<std::int64_t> integer(const Entry& e, std::int64_t min, std::int64_t max,
                                         std::string_view range_message);
 
+    // Setters: assign `out` when the value is valid; else record an error, leave `out` as it
+    // is and return false.
+    bool set_text(const Entry& e, std::string& out, std::string_view what);
+    bool set_bool(const Entry& e, bool& out);
+    bool set_duration(const Entry& e, Duration& out, bool allow_zero);
+    template <class Int>
+    bool set_integer(const Entry& e, Int& out, std::int64_t min, std::int64_t max,
+                     std::string_view range_message);
+
     void top_level(const YAML::Node& root);
+    void top_level_entry(const Entry& e);
+    void log_level(const Entry& e);
+    void log_format(const Entry& e);
     void admin(const Entry& e);
     void reload(const Entry& e);
     void shutdown(const Entry& e);
     void servers(const Entry& e);
     void server(const Entry& e);
+    void server_setting(const Entry& f, Server& s);
+    void protocol(const Entry& f, address::Family& out);
+    void listen_addresses(const Entry& listen, Server& s);
     std::optional<Via> via(const YAML::Node& node, const std::string& path, bool tls);
-    void headers(const Entry& e, std::vector<Header>& out);
+    bool via_target(const Entry& e, Via& v);
+    bool headers(const Entry& e, std::vector<Header>& out);
+    // lower-cased pattern -> (key as written, line), to name both keys of a duplicate
+    using SniKeys = std::unordered_map<std::string, std::pair<std::string, int>>;
     std::vector<SniRoute> sni(const Entry& e);
+    bool sni_key(const Entry& r, SniRoute& route, SniKeys& seen);
+    bool sni_value(const Entry& r, SniRoute& route);
     void upstreams(const Entry& e);
     std::optional<address::HostPort> listen_address(const YAML::Node& node, const std::string& path,
                                                     address::Family protocol);
@@ -368,6 +388,37 @@ std::optional<std::int64_t> Loader::integer(const Entry& e, std::int64_t min, st
     return v;
 }
 
+bool Loader::set_text(const Entry& e, std::string& out, std::string_view what) {
+    auto t = text(e.value, e.path, what);
+    if (!t) {
+        return false;
+    }
+    out = std::move(*t);
+    return true;
+}
+
+bool Loader::set_bool(const Entry& e, bool& out) {
+    const auto b = boolean(e);
+    out = b.value_or(out);
+    return b.has_value();
+}
+
+bool Loader::set_duration(const Entry& e, Duration& out, bool allow_zero) {
+    const auto d = duration(e, allow_zero);
+    out = d.value_or(out);
+    return d.has_value();
+}
+
+template <class Int>
+bool Loader::set_integer(const Entry& e, Int& out, std::int64_t min, std::int64_t max,
+                         std::string_view range_message) {
+    const auto n = integer(e, min, max, range_message);
+    if (n) {
+        out = static_cast<Int>(*n);
+    }
+    return n.has_value();
+}
+
 LoadResult Loader::run(std::string_view text_in) {
     if (text_in.size() > max_text_bytes) {
         return std::vector<ConfigError>{
@@ -424,75 +475,87 @@ void Loader::top_level(const YAML::Node& root) {
         return;
     }
     bool have_servers = false;
-    std::optional<std::string> log_format_key;
+    std::string log_format_key;  // the spelling seen first; empty before
     for (const Entry& e : entries(root, "")) {
-        if (e.key == "via") {
-            // Only an anchor for `*alias` use (seed README); what it means is checked where
-            // it is used.
+        if (!contains(top_keys, e.key)) {
+            unknown_key(e, top_keys);
             continue;
         }
-        if (e.value.IsNull()) {
-            if (!contains(top_keys, e.key)) {
-                unknown_key(e, top_keys);
-            }
+        // The top-level `via` is only an anchor for `*alias` use (seed README); what it
+        // means is checked where it is used.
+        if (e.key == "via" || e.value.IsNull()) {
             continue;
         }
-        if (e.key == "version") {
-            if (auto v = integer(e, 1, 2, "unsupported config version: must be 1 or 2")) {
-                config_.version = static_cast<int>(*v);
-            }
-        } else if (e.key == "log") {
-            if (auto t = text(e.value, e.path, "a log level")) {
-                if (auto level = parse_log_level(*t)) {
-                    config_.log = *level;
-                } else {
-                    error(e.path, e.value,
-                          "unknown log level \"" + printable(*t) +
-                              "\"; expected off, error, warn, info, debug, trace or disable");
-                }
-            }
-        } else if (e.key == "log_format" || e.key == "log-format") {
-            if (log_format_key) {
+        if (e.key == "log_format" || e.key == "log-format") {
+            if (!log_format_key.empty()) {
                 error(e.path, e.key_node,
-                      "log format given twice (also as " + *log_format_key + ")");
+                      "log format given twice (also as " + log_format_key + ")");
                 continue;
             }
             log_format_key = e.key;
-            if (auto t = text(e.value, e.path, "txt, text or json")) {
-                const std::string v = hostname::to_lower(*t);
-                if (v == "txt" || v == "text") {
-                    config_.log_format = LogFormat::text;
-                } else if (v == "json") {
-                    config_.log_format = LogFormat::json;
-                } else {
-                    error(
-                        e.path, e.value,
-                        "unknown log format \"" + printable(*t) + "\"; expected txt, text or json");
-                }
-            }
-        } else if (e.key == "admin") {
-            admin(e);
-        } else if (e.key == "reload") {
-            reload(e);
-        } else if (e.key == "shutdown") {
-            shutdown(e);
-        } else if (e.key == "resolve_interval") {
-            if (auto d = duration(e, false)) {
-                config_.resolve_interval = *d;
-            }
-        } else if (e.key == "servers") {
-            have_servers = true;
-            servers(e);
-        } else if (e.key == "upstream") {
-            upstreams(e);
-        } else {
-            unknown_key(e, top_keys);
         }
+        have_servers = have_servers || e.key == "servers";
+        top_level_entry(e);
     }
     if (!have_servers) {
         error("servers", line_of(root), "missing or empty: a config needs a `servers` map");
     }
     cross_checks();
+}
+
+// One known, non-null top-level key. (Kept apart from the loop above, as are the other
+// per-key readers: clang-tidy's optional-access dataflow grows steeply with the branches of
+// one function.)
+void Loader::top_level_entry(const Entry& e) {
+    if (e.key == "version") {
+        set_integer(e, config_.version, 1, 2, "unsupported config version: must be 1 or 2");
+    } else if (e.key == "log") {
+        log_level(e);
+    } else if (e.key == "log_format" || e.key == "log-format") {
+        log_format(e);
+    } else if (e.key == "admin") {
+        admin(e);
+    } else if (e.key == "reload") {
+        reload(e);
+    } else if (e.key == "shutdown") {
+        shutdown(e);
+    } else if (e.key == "resolve_interval") {
+        set_duration(e, config_.resolve_interval, false);
+    } else if (e.key == "servers") {
+        servers(e);
+    } else {
+        upstreams(e);
+    }
+}
+
+void Loader::log_level(const Entry& e) {
+    auto t = text(e.value, e.path, "a log level");
+    if (!t) {
+        return;
+    }
+    if (auto level = parse_log_level(*t)) {
+        config_.log = *level;
+    } else {
+        error(e.path, e.value,
+              "unknown log level \"" + printable(*t) +
+                  "\"; expected off, error, warn, info, debug, trace or disable");
+    }
+}
+
+void Loader::log_format(const Entry& e) {
+    auto t = text(e.value, e.path, "txt, text or json");
+    if (!t) {
+        return;
+    }
+    const std::string v = hostname::to_lower(*t);
+    if (v == "txt" || v == "text") {
+        config_.log_format = LogFormat::text;
+    } else if (v == "json") {
+        config_.log_format = LogFormat::json;
+    } else {
+        error(e.path, e.value,
+              "unknown log format \"" + printable(*t) + "\"; expected txt, text or json");
+    }
 }
 
 void Loader::admin(const Entry& e) {
@@ -543,11 +606,9 @@ void Loader::reload(const Entry& e) {
         } else if (r.value.IsNull()) {
             continue;
         } else if (r.key == "watch") {
-            if (auto b = boolean(r)) {
-                config_.reload.watch = *b;
-            }
-        } else if (auto d = duration(r, true)) {
-            config_.reload.poll_interval = *d;
+            set_bool(r, config_.reload.watch);
+        } else {
+            set_duration(r, config_.reload.poll_interval, true);
         }
     }
 }
@@ -559,8 +620,10 @@ void Loader::shutdown(const Entry& e) {
             unknown_key(s, keys);
         } else if (s.value.IsNull()) {
             continue;
-        } else if (auto d = duration(s, true)) {
-            (s.key == "delay" ? config_.shutdown.delay : config_.shutdown.drain_timeout) = *d;
+        } else {
+            set_duration(s,
+                         s.key == "delay" ? config_.shutdown.delay : config_.shutdown.drain_timeout,
+                         true);
         }
     }
 }
@@ -592,7 +655,7 @@ std::optional<address::HostPort> Loader::listen_address(const YAML::Node& node,
     if (!address::is_ip_literal(out.host)) {
         error(path, node,
               "bad listen address \"" + printable(*t) +
-                  "\": the host must be an IP address (\"0.0.0.0\", \"[::]\", \"127.0.0.1\")");
+                  R"(": the host must be an IP address ("0.0.0.0", "[::]", "127.0.0.1"))");
         return std::nullopt;
     }
     if (protocol == address::Family::v4 && out.is_ipv6_literal) {
@@ -624,85 +687,37 @@ void Loader::server(const Entry& e) {
         error(e.path, e.value, "expected a map (listen, default, ...)");
         return;
     }
-    std::optional<Entry> listen_entry;
-    std::optional<Entry> sni_entry;
-    std::optional<Entry> via_entry;
-    for (const Entry& f : entries(e.value, e.path)) {
+    const std::vector<Entry> fields = entries(e.value, e.path);
+    const Entry* listen = nullptr;
+    const Entry* sni_entry = nullptr;
+    const Entry* via_entry = nullptr;
+    for (const Entry& f : fields) {
         if (!contains(server_keys, f.key)) {
             unknown_key(f, server_keys);
+        } else if (f.value.IsNull()) {
             continue;
-        }
-        if (f.value.IsNull()) {
-            continue;
-        }
-        if (f.key == "listen") {
-            listen_entry = f;
-        } else if (f.key == "protocol") {
-            if (auto t = text(f.value, f.path, "tcp, tcp4 or tcp6")) {
-                auto fam = address::parse_family(*t);
-                if (fam) {
-                    s.protocol = fam.value();
-                } else {
-                    error(f.path, f.value,
-                          "unknown protocol \"" + printable(*t) + "\"; expected tcp, tcp4 or tcp6");
-                }
-            }
-        } else if (f.key == "tls") {
-            if (auto b = boolean(f)) {
-                s.tls = *b;
-            }
+        } else if (f.key == "listen") {
+            listen = &f;
         } else if (f.key == "sni") {
-            sni_entry = f;
-        } else if (f.key == "default") {
-            if (auto t = text(f.value, f.path, "an upstream name")) {
-                s.default_upstream = *t;
-                upstream_refs_.push_back(UpstreamRef{*t, f.path, line_of(f.value)});
-            }
-        } else if (f.key == "maxclients") {
-            constexpr auto max = std::numeric_limits<std::uint32_t>::max();
-            if (auto n = integer(f, 1, max, "maxclients must be between 1 and 4294967295")) {
-                s.maxclients = static_cast<std::uint32_t>(*n);
-            }
-        } else if (f.key == "client_hello_timeout") {
-            if (auto d = duration(f, false)) {
-                s.client_hello_timeout = *d;
-            }
-        } else if (f.key == "idle_timeout") {
-            if (auto d = duration(f, true)) {
-                s.idle_timeout = *d;
-            }
+            sni_entry = &f;
+        } else if (f.key == "via") {
+            via_entry = &f;
         } else {
-            via_entry = f;
+            server_setting(f, s);
         }
     }
 
     // Read after the loop: they depend on `protocol` and `tls`, which may come later.
-    if (!listen_entry) {
+    if (listen == nullptr) {
         error(yaml_child(e.path, "listen"), line_of(e.key_node),
               "missing: a server needs at least one listen address");
-    } else if (listen_entry->value.IsSequence()) {
-        if (listen_entry->value.size() == 0) {
-            warn(listen_entry->path, line_of(listen_entry->value),
-                 "empty listen list: this server never accepts a connection");
-        }
-        std::size_t i = 0;
-        for (auto it = listen_entry->value.begin(); it != listen_entry->value.end(); ++it, ++i) {
-            const std::string path = yaml_index(listen_entry->path, i);
-            if (auto hp = listen_address(*it, path, s.protocol)) {
-                listen_refs_.push_back(ListenRef{hp->to_string(), path, line_of(*it)});
-                s.listen.push_back(std::move(*hp));
-            }
-        }
-    } else if (auto hp = listen_address(listen_entry->value, listen_entry->path, s.protocol)) {
-        listen_refs_.push_back(
-            ListenRef{hp->to_string(), listen_entry->path, line_of(listen_entry->value)});
-        s.listen.push_back(std::move(*hp));
+    } else {
+        listen_addresses(*listen, s);
     }
-
-    if (via_entry) {
+    if (via_entry != nullptr) {
         s.via = via(via_entry->value, via_entry->path, s.tls);
     }
-    if (sni_entry) {
+    if (sni_entry != nullptr) {
         s.sni = sni(*sni_entry);
         // The Rust seed accepts `sni` without `tls: true` and ignores it; so do we (old
         // configs keep loading), but the routes can never match, which is worth a warning.
@@ -712,6 +727,62 @@ void Loader::server(const Entry& e) {
         }
     }
     config_.servers.push_back(std::move(s));
+}
+
+// A known, non-null server key other than listen, sni and via.
+void Loader::server_setting(const Entry& f, Server& s) {
+    if (f.key == "protocol") {
+        protocol(f, s.protocol);
+    } else if (f.key == "tls") {
+        set_bool(f, s.tls);
+    } else if (f.key == "default") {
+        if (set_text(f, s.default_upstream, "an upstream name")) {
+            upstream_refs_.push_back(UpstreamRef{s.default_upstream, f.path, line_of(f.value)});
+        }
+    } else if (f.key == "maxclients") {
+        set_integer(f, s.maxclients, 1, std::numeric_limits<std::uint32_t>::max(),
+                    "maxclients must be between 1 and 4294967295");
+    } else if (f.key == "client_hello_timeout") {
+        set_duration(f, s.client_hello_timeout, false);
+    } else {
+        set_duration(f, s.idle_timeout, true);
+    }
+}
+
+void Loader::protocol(const Entry& f, address::Family& out) {
+    auto t = text(f.value, f.path, "tcp, tcp4 or tcp6");
+    if (!t) {
+        return;
+    }
+    auto family = address::parse_family(*t);
+    if (family) {
+        out = family.value();
+    } else {
+        error(f.path, f.value,
+              "unknown protocol \"" + printable(*t) + "\"; expected tcp, tcp4 or tcp6");
+    }
+}
+
+// `listen:` is a list of addresses or a single one.
+void Loader::listen_addresses(const Entry& listen, Server& s) {
+    const auto add = [&](const YAML::Node& node, const std::string& path) {
+        if (auto hp = listen_address(node, path, s.protocol)) {
+            listen_refs_.push_back(ListenRef{hp->to_string(), path, line_of(node)});
+            s.listen.push_back(std::move(*hp));
+        }
+    };
+    if (!listen.value.IsSequence()) {
+        add(listen.value, listen.path);
+        return;
+    }
+    if (listen.value.size() == 0) {
+        warn(listen.path, line_of(listen.value),
+             "empty listen list: this server never accepts a connection");
+    }
+    std::size_t i = 0;
+    for (auto it = listen.value.begin(); it != listen.value.end(); ++it, ++i) {
+        add(*it, yaml_index(listen.path, i));
+    }
 }
 
 constexpr std::array<std::string_view, 6> via_keys{
@@ -724,83 +795,38 @@ std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path, 
     }
     Via v;
     bool ok = true;
-    std::optional<std::pair<std::string, Entry>> target;  // expanded text, entry
-    std::optional<Entry> use_sni_entry;
-    for (const Entry& f : entries(node, path)) {
+    const std::vector<Entry> fields = entries(node, path);
+    const Entry* target = nullptr;
+    const Entry* use_sni = nullptr;
+    for (const Entry& f : fields) {
         if (!contains(via_keys, f.key)) {
             unknown_key(f, via_keys);
             ok = false;
+        } else if (f.value.IsNull()) {
             continue;
-        }
-        if (f.value.IsNull()) {
-            continue;
-        }
-        if (f.key == "target") {
-            if (auto t = expanded(f.value, f.path, "a CONNECT target (\"host:port\")")) {
-                // The seed's default target is "": no static CONNECT target.
-                if (!t->empty()) {
-                    target.emplace(std::move(*t), f);
-                }
-            } else {
-                ok = false;
-            }
+        } else if (f.key == "target") {
+            target = &f;
         } else if (f.key == "use_sni_as_target") {
-            if (auto b = boolean(f)) {
-                v.use_sni_as_target = *b;
-                use_sni_entry = f;
-            } else {
-                ok = false;
-            }
+            ok = set_bool(f, v.use_sni_as_target) && ok;
+            use_sni = &f;
         } else if (f.key == "target_port") {
-            if (auto n = integer(f, 1, 65535, "target_port must be between 1 and 65535")) {
-                v.target_port = static_cast<std::uint16_t>(*n);
-            } else {
-                ok = false;
-            }
+            ok = set_integer(f, v.target_port, 1, 65535,
+                             "target_port must be between 1 and 65535") &&
+                 ok;
         } else if (f.key == "connect_timeout") {
-            if (auto d = duration(f, false)) {
-                v.connect_timeout = *d;
-            } else {
-                ok = false;
-            }
+            ok = set_duration(f, v.connect_timeout, false) && ok;
         } else if (f.key == "stats_interval") {
-            if (auto d = duration(f, true)) {
-                v.stats_interval = *d;
-            } else {
-                ok = false;
-            }
+            ok = set_duration(f, v.stats_interval, true) && ok;
         } else {
-            headers(f, v.headers);
+            ok = headers(f, v.headers) && ok;
         }
     }
-    if (target) {
-        const auto& [t, entry] = *target;
-        if (v.use_sni_as_target) {
-            error(entry.path, entry.value,
-                  "`target` and `use_sni_as_target: true` are both set; use one of them");
-            ok = false;
-        } else {
-            // The seed README's `target: www.test1.com` has no port, and the seed sent it
-            // as written; RFC 9110 §9.3.6 requires "host:port" in CONNECT, so the port is
-            // completed with target_port (default 443) and a warning says so.
-            std::string with_port = t;
-            const bool bracketed_only = t.front() == '[' && t.back() == ']';
-            if (t.find(':') == std::string::npos || bracketed_only) {
-                with_port += ':' + std::to_string(v.target_port);
-                warn(entry.path, line_of(entry.value),
-                     "target has no port; using target_port " + std::to_string(v.target_port));
-            }
-            auto hp = address::parse_host_port(with_port);
-            if (hp) {
-                v.target = std::move(hp).value();
-            } else {
-                error(entry.path, entry.value, "bad CONNECT target: " + printable(hp.error()));
-                ok = false;
-            }
-        }
+    // After the loop: the target depends on use_sni_as_target and target_port.
+    if (target != nullptr) {
+        ok = via_target(*target, v) && ok;
     }
-    if (use_sni_entry && v.use_sni_as_target && !tls) {
-        warn(use_sni_entry->path, line_of(use_sni_entry->value),
+    if (use_sni != nullptr && v.use_sni_as_target && !tls) {
+        warn(use_sni->path, line_of(use_sni->value),
              "use_sni_as_target on a server without `tls: true`: there is never an SNI, so "
              "these connections are closed");
     }
@@ -810,7 +836,39 @@ std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path, 
     return v;
 }
 
-void Loader::headers(const Entry& e, std::vector<Header>& out) {
+bool Loader::via_target(const Entry& e, Via& v) {
+    auto t = expanded(e.value, e.path, "a CONNECT target (\"host:port\")");
+    if (!t) {
+        return false;
+    }
+    if (t->empty()) {
+        return true;  // the seed's default target is "": no static CONNECT target
+    }
+    if (v.use_sni_as_target) {
+        error(e.path, e.value,
+              "`target` and `use_sni_as_target: true` are both set; use one of them");
+        return false;
+    }
+    // The seed README's `target: www.test1.com` has no port, and the seed sent it as written;
+    // RFC 9110 §9.3.6 requires "host:port" in CONNECT, so the port is completed with
+    // target_port (default 443) and a warning says so.
+    const bool bracketed_only = t->front() == '[' && t->back() == ']';
+    if (t->find(':') == std::string::npos || bracketed_only) {
+        *t += ':' + std::to_string(v.target_port);
+        warn(e.path, line_of(e.value),
+             "target has no port; using target_port " + std::to_string(v.target_port));
+    }
+    auto hp = address::parse_host_port(*t);
+    if (!hp) {
+        error(e.path, e.value, "bad CONNECT target: " + printable(hp.error()));
+        return false;
+    }
+    v.target = std::move(hp).value();
+    return true;
+}
+
+bool Loader::headers(const Entry& e, std::vector<Header>& out) {
+    bool ok = true;
     std::set<std::string> seen_lower;
     for (const Entry& h : entries(e.value, e.path)) {
         if (!is_token(h.key)) {
@@ -818,6 +876,7 @@ void Loader::headers(const Entry& e, std::vector<Header>& out) {
                   "header name \"" + printable(h.key) +
                       "\" is not an HTTP token (RFC 9110 §5.6.2: letters, digits and "
                       "!#$%&'*+-.^_`|~)");
+            ok = false;
             continue;
         }
         if (!seen_lower.insert(hostname::to_lower(h.key)).second) {
@@ -828,6 +887,7 @@ void Loader::headers(const Entry& e, std::vector<Header>& out) {
         if (!h.value.IsNull()) {
             auto t = expanded(h.value, h.path);
             if (!t) {
+                ok = false;
                 continue;
             }
             value = std::move(*t);
@@ -837,103 +897,105 @@ void Loader::headers(const Entry& e, std::vector<Header>& out) {
         if (value.find_first_of(std::string_view{"\r\n\0", 3}) != std::string::npos) {
             error(h.path, h.value,
                   "header value contains CR, LF or NUL after environment expansion");
+            ok = false;
             continue;
         }
         out.push_back(Header{h.key, std::move(value)});
     }
+    return ok;
 }
 
 std::vector<SniRoute> Loader::sni(const Entry& e) {
     std::vector<SniRoute> routes;
-    // pattern -> (key as written, line)
-    std::unordered_map<std::string, std::pair<std::string, int>> seen;
+    SniKeys seen;
     for (const Entry& r : entries(e.value, e.path)) {
         SniRoute route;
-        route.key = r.key;
-        route.pattern = hostname::to_lower(r.key);
-        bool ok = true;
-        const std::string& p = route.pattern;
-        if (p.starts_with("*.")) {
-            route.wildcard = true;
-            const std::string_view suffix = std::string_view{p}.substr(2);
-            if (suffix.find('*') != std::string_view::npos || !hostname::is_valid(suffix)) {
-                error(r.path, r.key_node,
-                      "invalid wildcard \"" + printable(r.key) +
-                          "\": `*` is allowed only as a whole leading label before a valid "
-                          "host name, as in \"*.example.org\"");
-                ok = false;
-            }
-        } else if (p.find('*') != std::string::npos) {
-            error(r.path, r.key_node,
-                  "invalid wildcard \"" + printable(r.key) +
-                      "\": `*` is allowed only as a whole leading label, as in "
-                      "\"*.example.org\"");
-            ok = false;
-        } else if (!hostname::is_valid(p)) {
-            error(r.path, r.key_node,
-                  "\"" + printable(r.key) +
-                      "\" is not a valid host name (letters, digits, '-', '_', '.'; no empty "
-                      "label; at most 253 bytes)");
-            ok = false;
-        }
-        if (ok) {
-            const int line = line_of(r.key_node);
-            const auto [first, inserted] = seen.emplace(p, std::pair{r.key, line});
-            if (!inserted) {
-                error(r.path, r.key_node,
-                      "duplicate SNI key \"" + printable(r.key) + "\": same as \"" +
-                          printable(first->second.first) + "\" on line " +
-                          std::to_string(first->second.second) +
-                          " (keys are compared case-insensitively)");
-                ok = false;
-            }
-        }
-
-        if (r.value.IsScalar()) {
-            route.upstream = r.value.Scalar();
-            upstream_refs_.push_back(UpstreamRef{route.upstream, r.path, line_of(r.value)});
-        } else if (r.value.IsMap()) {
-            static constexpr std::array<std::string_view, 2> keys{"upstream", "via"};
-            bool have_upstream = false;
-            for (const Entry& f : entries(r.value, r.path)) {
-                if (f.key == "upstream") {
-                    if (f.value.IsNull()) {
-                        continue;
-                    }
-                    if (auto t = text(f.value, f.path, "an upstream name")) {
-                        route.upstream = *t;
-                        have_upstream = true;
-                        upstream_refs_.push_back(
-                            UpstreamRef{route.upstream, f.path, line_of(f.value)});
-                    } else {
-                        ok = false;
-                    }
-                } else if (f.key == "via") {
-                    if (f.value.IsNull()) {
-                        continue;  // inherit the server's via
-                    }
-                    route.via = via(f.value, f.path, true);
-                    ok = ok && route.via.has_value();
-                } else {
-                    unknown_key(f, keys);
-                    ok = false;
-                }
-            }
-            if (!have_upstream && ok) {
-                error(yaml_child(r.path, "upstream"), line_of(r.key_node),
-                      "missing: an SNI route needs an upstream name");
-                ok = false;
-            }
-        } else {
-            error(r.path, r.value,
-                  "expected an upstream name or a map {upstream: NAME, via: {...}}");
-            ok = false;
-        }
-        if (ok) {
+        const bool key_ok = sni_key(r, route, seen);
+        const bool value_ok = sni_value(r, route);
+        if (key_ok && value_ok) {
             routes.push_back(std::move(route));
         }
     }
     return routes;
+}
+
+// Sets route.key/pattern/wildcard from r.key; false (after recording why) when the key is
+// not a host name, not a valid wildcard, or a duplicate of an earlier key after lower-casing.
+bool Loader::sni_key(const Entry& r, SniRoute& route, SniKeys& seen) {
+    route.key = r.key;
+    route.pattern = hostname::to_lower(r.key);
+    const std::string& p = route.pattern;
+    if (p.starts_with("*.")) {
+        route.wildcard = true;
+        const std::string_view suffix = std::string_view{p}.substr(2);
+        if (suffix.find('*') != std::string_view::npos || !hostname::is_valid(suffix)) {
+            error(r.path, r.key_node,
+                  "invalid wildcard \"" + printable(r.key) +
+                      "\": `*` is allowed only as a whole leading label before a valid "
+                      "host name, as in \"*.example.org\"");
+            return false;
+        }
+    } else if (p.find('*') != std::string::npos) {
+        error(r.path, r.key_node,
+              "invalid wildcard \"" + printable(r.key) +
+                  R"(": `*` is allowed only as a whole leading label, as in "*.example.org")");
+        return false;
+    } else if (!hostname::is_valid(p)) {
+        error(r.path, r.key_node,
+              "\"" + printable(r.key) +
+                  "\" is not a valid host name (letters, digits, '-', '_', '.'; no empty "
+                  "label; at most 253 bytes)");
+        return false;
+    }
+    const int line = line_of(r.key_node);
+    const auto [first, inserted] = seen.emplace(p, std::pair{r.key, line});
+    if (!inserted) {
+        error(r.path, r.key_node,
+              "duplicate SNI key \"" + printable(r.key) + "\": same as \"" +
+                  printable(first->second.first) + "\" on line " +
+                  std::to_string(first->second.second) + " (keys are compared case-insensitively)");
+        return false;
+    }
+    return true;
+}
+
+// An SNI value: an upstream name, or {upstream: NAME, via: {...}}.
+bool Loader::sni_value(const Entry& r, SniRoute& route) {
+    if (r.value.IsScalar()) {
+        route.upstream = r.value.Scalar();
+        upstream_refs_.push_back(UpstreamRef{route.upstream, r.path, line_of(r.value)});
+        return true;
+    }
+    if (!r.value.IsMap()) {
+        error(r.path, r.value, "expected an upstream name or a map {upstream: NAME, via: {...}}");
+        return false;
+    }
+    static constexpr std::array<std::string_view, 2> keys{"upstream", "via"};
+    bool ok = true;
+    bool have_upstream = false;
+    for (const Entry& f : entries(r.value, r.path)) {
+        if (!contains(keys, f.key)) {
+            unknown_key(f, keys);
+            ok = false;
+        } else if (f.value.IsNull()) {
+            continue;  // `via: ~` inherits the server's via, as if absent
+        } else if (f.key == "upstream") {
+            have_upstream = set_text(f, route.upstream, "an upstream name");
+            ok = ok && have_upstream;
+            if (have_upstream) {
+                upstream_refs_.push_back(UpstreamRef{route.upstream, f.path, line_of(f.value)});
+            }
+        } else {
+            route.via = via(f.value, f.path, true);
+            ok = ok && route.via.has_value();
+        }
+    }
+    if (!have_upstream && ok) {
+        error(yaml_child(r.path, "upstream"), line_of(r.key_node),
+              "missing: an SNI route needs an upstream name");
+        ok = false;
+    }
+    return ok;
 }
 
 void Loader::upstreams(const Entry& e) {
