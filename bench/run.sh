@@ -225,6 +225,10 @@ for who in $PROXIES; do
     proxy_pids[$who]="$main_pid $(pgrep -P "$main_pid" | tr '\n' ' ' || true)"
 done
 
+# The processes of a proxy, one per word.
+pids_of() { local -a p; read -ra p <<<"${proxy_pids[$1]}"; printf '%s\n' "${p[@]}"; }
+proxy_cpu() { local -a p; mapfile -t p < <(pids_of "$1"); $lib cpu "${p[@]}"; }
+
 results=$work/results.jsonl
 : >"$results"
 record() {  # record METRIC WHO VALUE
@@ -238,8 +242,9 @@ direct=""
 # --- RSS per idle tunnel (first, on freshly started proxies) ----------------------------------
 if want rss; then
     for who in $PROXIES; do
+        mapfile -t these < <(pids_of "$who")
         read -r before after n < <($lib idle-client "${port_idle[$who]}" "$TUNNELS" \
-            "$work/idle.count" 60 ${proxy_pids[$who]})
+            "$work/idle.count" 60 "${these[@]}")
         per=$(((after - before) / n))
         echo "idle tunnels  $who: $n tunnels, RSS $before -> $after bytes, $per B/tunnel"
         record rss_per_tunnel "$who" "$per"
@@ -252,7 +257,7 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
         for who in $direct $PROXIES; do
             out=$work/iperf-$who-$rep.json
             cpu0=0
-            [ "$who" = direct ] || cpu0=$($lib cpu ${proxy_pids[$who]})
+            [ "$who" = direct ] || cpu0=$(proxy_cpu "$who")
             iperf3 -c 127.0.0.1 -p "${port_iperf[$who]}" -t "$DURATION" -J >"$out" ||
                 { cat "$out" >&2; exit 1; }
             read -r bps nbytes < <($lib iperf "$out")
@@ -261,7 +266,7 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
                 echo "iperf3        $who: $bps bit/s"
                 continue
             fi
-            cpu1=$($lib cpu ${proxy_pids[$who]})
+            cpu1=$(proxy_cpu "$who")
             cpu_gb=$($py -c "print(f'{($cpu1 - $cpu0) / ($nbytes / 1e9):.4f}')")
             echo "iperf3        $who: $bps bit/s, $nbytes bytes, CPU $cpu0 -> $cpu1 s, $cpu_gb s/GB"
             record cpu_per_gb "$who" "$cpu_gb"
