@@ -48,6 +48,9 @@ public:
         net::co_spawn(worker_.context(),
                       tpt::tunnel::relay(client_.b, upstream_.b, worker_, counters_),
                       [this](std::exception_ptr e, tpt::Outcome o) {
+                          // As the session does: the close sends the last FIN.
+                          client_.b.close();
+                          upstream_.b.close();
                           ASSERT_FALSE(e);
                           outcome_ = o;
                       });
@@ -275,6 +278,7 @@ TEST(Echo, ReflectsEveryByteAndCountsItBothWays) {
     std::optional<tpt::Outcome> outcome;
     net::co_spawn(worker.context(), tpt::tunnel::echo(p.b, worker, counters),
                   [&](std::exception_ptr e, tpt::Outcome o) {
+                      p.b.close();
                       ASSERT_FALSE(e);
                       outcome = o;
                   });

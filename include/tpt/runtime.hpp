@@ -6,6 +6,7 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -88,9 +89,19 @@ public:
     Pipe take_pipe() noexcept;
     void give_back(Pipe pipe) noexcept;
     std::size_t pooled_pipes() const noexcept { return pipes_.size(); }
-    // Off: the relay copies through chunks instead of splicing (tests, comparisons).
-    void set_splice(bool on) noexcept { splice_ = on; }
-    bool splice() const noexcept { return splice_; }
+    // When a streaming direction is spliced (TPT_SPLICE; tests, comparisons):
+    //   automatic  unless both ends of the tunnel are loopback addresses: between two local
+    //              processes copying moves more bytes per second and per CPU second
+    //              (bench/RESULTS.md), across a network splice saves the copies;
+    //   always / never.
+    enum class Splice : std::uint8_t { automatic, always, never };
+    void set_splice(Splice mode) noexcept { splice_ = mode; }
+    void set_splice(bool on) noexcept { splice_ = on ? Splice::always : Splice::never; }
+    Splice splice_mode() const noexcept { return splice_; }
+    // Whether a tunnel whose two ends are both loopback (`local`) or not may splice.
+    bool splice(bool local) const noexcept {
+        return splice_ == Splice::always || (splice_ == Splice::automatic && !local);
+    }
 
     void add(Tickable& t) noexcept { tickables_.push_back(t); }
     // Closes every registered tunnel (shutdown's drain timeout). Worker thread only.
@@ -106,13 +117,14 @@ private:
     net::steady_timer tick_timer_{ctx_};
     std::vector<std::unique_ptr<Chunk>> pool_;
     std::vector<Pipe> pipes_;
-    bool splice_ = true;
+    Splice splice_ = Splice::automatic;
     boost::intrusive::list<Tickable, boost::intrusive::constant_time_size<false>> tickables_;
 };
 
 class Runtime {
 public:
-    // TPT_SPLICE=0 in the environment turns splice off on every worker (copying relay).
+    // TPT_SPLICE in the environment: 0 never splice, 1 always, unset (or anything else)
+    // automatic. See Worker::Splice.
     explicit Runtime(std::size_t workers);
     ~Runtime();
 

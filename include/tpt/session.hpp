@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -67,9 +68,12 @@ struct WorkerContext {
     explicit WorkerContext(runtime::Worker& w) : worker(w), resolver(w.executor()) {}
 };
 
-// Runs one connection to its end. The caller has counted it in server.state->active (unless
-// the server is health_only) and in the listener gauge; the session un-counts both at the end.
-net::awaitable<void> run(tcp::socket client, SnapshotPtr snapshot, std::size_t server_index,
-                         std::string listen, WorkerContext& ctx);
+// Runs one connection to its end, on the calling worker: starts its phases and returns.
+// `peer` is the client's address (from accept). The caller has counted the connection in
+// server.state->active (unless the server is health_only) and in the listener gauge; the
+// session un-counts both at its end. An established tunnel holds the session object and the
+// relay state only: every phase's frame is gone by then.
+void start(tcp::socket client, const tcp::endpoint& peer, SnapshotPtr snapshot,
+           std::size_t server_index, const std::string& listen, WorkerContext& ctx);
 
 }  // namespace tpt::session

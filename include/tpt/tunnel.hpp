@@ -1,5 +1,6 @@
 // tunnel: relay bytes both ways between two connected sockets until both directions closed.
-// Thread affinity: both sockets' worker. Data path: a streaming direction is spliced
+// Thread affinity: both sockets' worker. Data path: a streaming direction is spliced, when the
+// worker's splice mode allows it for this tunnel,
 // (splice(2) socket -> pipe -> socket, the pipe borrowed from the worker only while bytes are
 // in flight); small messages are copied through a pooled chunk. Backpressure: the next read
 // waits until what was read is written. An idle tunnel holds no pipe and no buffer. SIGPIPE
@@ -28,11 +29,38 @@ struct Counters {
 
 // FIN from one side is passed on as shutdown(send) on the other and the other direction keeps
 // flowing; a reset or error on either side closes both. Returns ok when both directions ended
-// with FIN, else client_reset / upstream_reset.
+// with FIN, else client_reset / upstream_reset. The caller closes both sockets when the relay
+// ends: the last FIN is passed on by that close, not by a shutdown call.
 net::awaitable<Outcome> relay(tcp::socket& client, tcp::socket& upstream, runtime::Worker& worker,
                               Counters& counters);
 
 // The built-in `echo`: every byte read from the client is written back to it.
 net::awaitable<Outcome> echo(tcp::socket& client, runtime::Worker& worker, Counters& counters);
+
+// Who hears the end of a relay started with start(): a session that runs its relay outside
+// any coroutine frame, so that an established tunnel holds no phase state.
+class Observer {
+public:
+    // Once, with the outcome, from the worker (never inline in start()).
+    virtual void relayed(Outcome outcome) = 0;
+    // Instead of relayed(): the io_context was destroyed with the relay still open.
+    virtual void abandoned() noexcept = 0;
+
+protected:
+    Observer() = default;
+    Observer(const Observer&) = default;
+    Observer& operator=(const Observer&) = default;
+    ~Observer() = default;
+};
+
+// Tells Asio that an accepted socket's descriptor is not shared (Asio assumes any descriptor
+// it did not open may be dup()ed), so that closing it needs no EPOLL_CTL_DEL first.
+void own_descriptor(tcp::socket& socket) noexcept;
+
+// relay() (upstream != nullptr) or echo() (upstream == nullptr), reported to `observer`.
+// `local`: both ends of the tunnel are loopback addresses (see runtime::Worker::Splice).
+// The sockets, counters and observer must outlive the relay.
+void start(tcp::socket& client, tcp::socket* upstream, bool local, runtime::Worker& worker,
+           Counters& counters, Observer& observer);
 
 }  // namespace tpt::tunnel

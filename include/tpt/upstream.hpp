@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -32,6 +33,10 @@ public:
     };
     net::awaitable<Answer> resolve(const address::HostPort& hp, address::Family family,
                                    std::chrono::milliseconds refresh);
+    // Without waiting: the answer for an IP literal or a fresh cache entry, else nullopt
+    // (resolve() must ask the resolver).
+    std::optional<Answer> at_once(const address::HostPort& hp, address::Family family,
+                                  std::chrono::milliseconds refresh) const;
 
 private:
     struct Entry {
@@ -49,7 +54,9 @@ struct ConnectResult {
 };
 
 // Connects `socket` (closed on entry) to the first address of hp that accepts, in resolver
-// order, all within `deadline`.
+// order, all within `deadline`. A name that is not cached is resolved under a timer of its
+// own; the connect attempts are not: the caller closes `socket` when the deadline passes
+// (the session's one deadline timer), and an attempt that fails then is connect_timeout.
 net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
                                       const address::HostPort& hp, address::Family family,
                                       std::chrono::milliseconds refresh,

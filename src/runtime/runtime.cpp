@@ -120,11 +120,15 @@ void Worker::start_tick() {
 }
 
 Runtime::Runtime(std::size_t workers) {
-    // TPT_SPLICE=0: relay by copying (read/write through chunks) instead of splice(2). A
-    // diagnostic and benchmark switch: on loopback copying moves one stream faster at more
-    // proxy CPU per byte (bench/RESULTS.md).
+    // TPT_SPLICE: 0 relays by copying only, 1 splices every stream, unset lets each tunnel
+    // choose (Worker::Splice). A diagnostic and benchmark switch (bench/RESULTS.md).
     const char* splice_env = std::getenv("TPT_SPLICE");
-    const bool splice = splice_env == nullptr || std::string_view(splice_env) != "0";
+    auto splice = Worker::Splice::automatic;
+    if (splice_env != nullptr && std::string_view(splice_env) == "0") {
+        splice = Worker::Splice::never;
+    } else if (splice_env != nullptr && std::string_view(splice_env) == "1") {
+        splice = Worker::Splice::always;
+    }
     workers_.reserve(workers);
     for (std::size_t i = 0; i < workers; ++i) {
         workers_.push_back(std::make_unique<Worker>(i));

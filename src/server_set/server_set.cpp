@@ -108,8 +108,9 @@ private:
         auto& acceptor = self->acceptors_[i];
         net::steady_timer backoff(acceptor.get_executor());
         log::Throttle warnings(10s);
+        tcp::endpoint peer;  // filled by accept: no getpeername per connection
         while (acceptor.is_open()) {
-            auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
+            auto [ec, socket] = co_await acceptor.async_accept(peer, use_tuple);
             if (ec == net::error::operation_aborted || !acceptor.is_open()) {
                 co_return;
             }
@@ -125,11 +126,11 @@ private:
                 co_await backoff.async_wait(use_tuple);
                 continue;
             }
-            self->dispatch(std::move(socket));
+            self->dispatch(std::move(socket), peer);
         }
     }
 
-    void dispatch(tcp::socket socket) {
+    void dispatch(tcp::socket socket, const tcp::endpoint& peer) {
         const session::SnapshotPtr snap = *current_;
         if (!snap) {
             return;
@@ -156,8 +157,7 @@ private:
         srv.listener_metrics.at(key_)->connection_opened();
         boost::system::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
-        net::co_spawn(ctx_.worker.executor(),
-                      session::run(std::move(socket), snap, index, key_, ctx_), log_escape);
+        session::start(std::move(socket), peer, snap, index, key_, ctx_);
     }
 
     session::WorkerContext& ctx_;

@@ -7,7 +7,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/buffer.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -20,7 +20,6 @@
 
 namespace tpt::session {
 
-using namespace boost::asio::experimental::awaitable_operators;
 using namespace std::chrono_literals;
 
 namespace {
@@ -77,36 +76,79 @@ net::awaitable<HelloRead> read_hello(tcp::socket& socket) {
     }
 }
 
-class Session final : public runtime::Tickable {
+class Session;
+
+// Ownership of a Session, shared by what is in flight for it: its phases (one coroutine), a
+// deadline wait, its relay. The last one to let go deletes the session. Handlers hold one, so
+// a handler destroyed without being called (io_context torn down) lets go too.
+class Hold {
 public:
-    Session(tcp::socket client, SnapshotPtr snapshot, std::size_t server_index, std::string listen,
-            WorkerContext& ctx)
+    explicit Hold(Session& s) noexcept;
+    Hold(Hold&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+    Hold& operator=(Hold&&) = delete;
+    ~Hold();
+    Session* operator->() const noexcept { return s_; }
+
+private:
+    Session* s_;
+};
+
+// What the phases leave to do once their frames are gone.
+enum class Next : std::uint8_t { finish, relay, echo };
+struct Established {
+    Outcome outcome = Outcome::ok;
+    Next next = Next::finish;
+};
+
+// One connection. Lives on the heap from accept to the end of its relay; what a phase needs
+// only while it runs (the hello buffer, the deadline timer, CONNECT state) lives in the
+// phase's coroutine frame, which is freed before the relay starts.
+class Session final : public runtime::Tickable, private tunnel::Observer {
+public:
+    Session(tcp::socket client, const tcp::endpoint& peer, SnapshotPtr snapshot,
+            std::size_t server_index, const std::string& listen, WorkerContext& ctx)
         : client_(std::move(client)),
           upstream_(client_.get_executor()),
           snap_(std::move(snapshot)),
           srv_(snap_->servers[server_index]),
           ctx_(ctx),
+          peer_(peer),
           start_(runtime::Clock::now()) {
-        rec_.server = srv_.server->name;
-        rec_.listen = std::move(listen);
-        boost::system::error_code ec;
-        const auto peer = client_.remote_endpoint(ec);
-        rec_.client = ec ? "-" : endpoint_text(peer);
+        const auto it = srv_.listener_metrics.find(listen);
+        listen_ = &it->first;
+        listener_ = it->second.get();
+        tunnel::own_descriptor(client_);
         ctx_.worker.add(*this);
     }
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
 
-    net::awaitable<void> run() {
-        Outcome outcome = Outcome::ok;
-        try {
-            outcome = co_await serve();
-        } catch (const std::exception& e) {
-            log::error("session failed", {{"server", rec_.server}, {"error", e.what()}});
-            outcome = Outcome::client_reset;
+    ~Session() override {
+        boost::system::error_code ignored;
+        client_.close(ignored);
+        upstream_.close(ignored);
+        listener_->connection_closed();
+        if (!srv_.health_only) {
+            srv_.state->active.fetch_sub(1, std::memory_order_relaxed);
+            ctx_.live.fetch_sub(1, std::memory_order_relaxed);
         }
-        if (aborted_) {
-            outcome = *aborted_;
+    }
+
+    static void launch(tcp::socket client, const tcp::endpoint& peer, SnapshotPtr snapshot,
+                       std::size_t server_index, const std::string& listen, WorkerContext& ctx) {
+        auto* s =
+            new Session(std::move(client), peer, std::move(snapshot), server_index, listen, ctx);
+        Hold hold(*s);
+        net::co_spawn(ctx.worker.executor(), s->establish(), PhasesDone{std::move(hold)});
+    }
+
+    void retain() noexcept { ++holds_; }
+    void release() noexcept {
+        if (--holds_ == 0) {
+            delete this;
         }
-        finish(outcome);
     }
 
     void tick(runtime::Clock::time_point now) override {
@@ -121,10 +163,10 @@ public:
         if (stats_interval_ > 0ms && now - last_stats_ >= stats_interval_) {
             last_stats_ = now;
             log::info("tunnel in-flight",
-                      {{"server", rec_.server},
-                       {"route", rec_.route},
-                       {"client", rec_.client},
-                       {"connect_target", rec_.connect_target},
+                      {{"server", srv_.server->name},
+                       {"route", route_->key},
+                       {"client", endpoint_text(peer_)},
+                       {"connect_target", connect_target_},
                        {"bytes_to_upstream", std::to_string(counters_.to_upstream)},
                        {"bytes_to_client", std::to_string(counters_.to_client)}});
         }
@@ -132,7 +174,74 @@ public:
 
     void abort_for_shutdown() override { abort(Outcome::shutdown); }
 
+    // Fired by the deadline of the phase that armed it (ClientHello, TCP connect): closes
+    // both sockets, so that the phase's pending operation ends at once.
+    void expire(std::uint32_t generation) {
+        if (generation != deadline_generation_) {
+            return;  // the phase ended as the timer fired
+        }
+        expired_ = true;
+        boost::system::error_code ignored;
+        client_.close(ignored);
+        upstream_.close(ignored);
+    }
+
 private:
+    struct PhasesDone {
+        Hold hold;
+        void operator()(const std::exception_ptr& e, Established r) { hold->established(e, r); }
+    };
+
+    struct DeadlineWait {
+        Hold hold;
+        std::uint32_t generation;
+        void operator()(const boost::system::error_code& ec) {
+            if (!ec) {
+                hold->expire(generation);
+            }
+        }
+    };
+
+    void arm(net::steady_timer& timer, runtime::Clock::time_point at) {
+        ++deadline_generation_;
+        timer.expires_at(at);  // cancels the previous wait, if any
+        timer.async_wait(DeadlineWait{Hold(*this), deadline_generation_});
+    }
+
+    void disarm(net::steady_timer& timer) {
+        ++deadline_generation_;
+        timer.cancel();
+    }
+
+    void established(const std::exception_ptr& e, Established r) {
+        if (e) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+                log::error("session failed", {{"server", srv_.server->name}, {"error", ex.what()}});
+            }
+            r = {Outcome::client_reset, Next::finish};
+        }
+        if (aborted_) {
+            r = {*aborted_, Next::finish};
+        }
+        if (r.next == Next::finish) {
+            finish(r.outcome);
+            return;
+        }
+        retain();  // the relay's hold, let go in relayed() or abandoned()
+        const bool local = peer_.address().is_loopback() && upstream_loopback_;
+        tunnel::start(client_, r.next == Next::relay ? &upstream_ : nullptr, local, ctx_.worker,
+                      counters_, *this);
+    }
+
+    void relayed(Outcome outcome) override {
+        finish(aborted_.value_or(outcome));
+        release();
+    }
+
+    void abandoned() noexcept override { release(); }
+
     void abort(Outcome why) {
         if (!aborted_) {
             aborted_ = why;
@@ -161,62 +270,60 @@ private:
         route_ = &route;
         route_metrics_ = srv_.route_metrics[index].get();
         route_metrics_->connection_opened();
-        rec_.route = route.key;
-        rec_.upstream = route.upstream;
     }
 
-    net::awaitable<Outcome> serve() {
+    // Every phase before the relay: ClientHello, route, connect, CONNECT, first bytes.
+    net::awaitable<Established> establish() {
         const config::Server& server = *srv_.server;
+        net::steady_timer deadline(client_.get_executor());
         HelloRead hello;
         if (server.tls) {
-            net::steady_timer timer(client_.get_executor());
-            timer.expires_after(server.client_hello_timeout);
-            auto r = co_await (read_hello(client_) || timer.async_wait(use_tuple));
-            if (r.index() == 1) {
+            arm(deadline, runtime::Clock::now() + server.client_hello_timeout);
+            hello = co_await read_hello(client_);
+            disarm(deadline);
+            if (expired_) {
                 choose(srv_.table->default_route());
-                co_return Outcome::client_hello_timeout;
+                co_return Established{Outcome::client_hello_timeout};
             }
-            hello = std::get<0>(std::move(r));
             if (hello.reset) {
-                co_return Outcome::client_reset;
+                co_return Established{Outcome::client_reset};
             }
             if (hello.closed && hello.bytes.empty()) {
-                co_return Outcome::client_closed;
+                co_return Established{Outcome::client_closed};
             }
         }
         if (hello.sni) {
-            rec_.sni = *hello.sni;
+            sni_ = *hello.sni;
         }
         choose(srv_.table->match(hello.sni ? std::optional<std::string_view>(*hello.sni)
                                            : std::nullopt));
         const routing::Route& route = *route_;
 
         if (route.upstream == config::builtin_ban) {
-            co_return Outcome::ban;
+            co_return Established{Outcome::ban};
         }
         if (route.upstream == config::builtin_echo) {
             if (!hello.bytes.empty()) {
                 auto [ec, n] =
                     co_await net::async_write(client_, net::buffer(hello.bytes), use_tuple);
                 if (ec) {
-                    co_return Outcome::client_reset;
+                    co_return Established{Outcome::client_reset};
                 }
                 counters_.to_client += n;
             }
             idle_timeout_ = server.idle_timeout;
             relaying_ = true;
-            auto out = co_await tunnel::echo(client_, ctx_.worker, counters_);
-            counters_.to_upstream = counters_.to_client;
-            co_return out;
+            co_return Established{Outcome::ok, Next::echo};
         }
         if (route.upstream == config::builtin_health) {
             co_await admin::serve(std::move(client_), snap_->admin_handlers);
-            co_return Outcome::ok;
+            co_return Established{Outcome::ok};
         }
-        co_return co_await tunnel_to_upstream(route, hello);
+        co_return co_await to_upstream(route, hello, deadline);
     }
 
-    net::awaitable<Outcome> tunnel_to_upstream(const routing::Route& route, HelloRead& hello) {
+    net::awaitable<Established> to_upstream(const routing::Route& route, HelloRead& hello,
+                                            net::steady_timer& deadline_timer) {
         const config::Via* via = route.via;
         const bool through_proxy = via != nullptr && !via->is_direct();
         std::string target;
@@ -228,25 +335,33 @@ private:
             } else if (via->target) {
                 target = via->target->to_string();
             } else {
-                co_return Outcome::no_target;
+                co_return Established{Outcome::no_target};
             }
-            rec_.connect_target = target;
+            connect_target_ = target;
         }
         const auto timeout = via != nullptr ? via->connect_timeout
                                             : std::chrono::milliseconds(default_connect_timeout);
         const auto connect_start = runtime::Clock::now();
         const auto deadline = connect_start + timeout;
         const config::Upstream& up = *route.target;
+        arm(deadline_timer, deadline);
         auto connected = co_await upstream::connect(upstream_, ctx_.resolver, up.address, up.family,
                                                     snap_->config->resolve_interval, deadline);
+        disarm(deadline_timer);
+        if (expired_ && connected.outcome == Outcome::ok) {
+            // Connected as the deadline closed the socket: too late all the same.
+            connected.outcome = Outcome::connect_timeout;
+            connected.detail = "timed out connecting to " + up.address.host;
+        }
+        upstream_loopback_ = connected.peer.address().is_loopback();
         if (connected.outcome != Outcome::ok) {
             log::warn("upstream connect failed",
-                      {{"server", rec_.server},
-                       {"route", rec_.route},
-                       {"upstream", rec_.upstream},
+                      {{"server", srv_.server->name},
+                       {"route", route.key},
+                       {"upstream", route.upstream},
                        {"reason", std::string(to_string(connected.outcome))},
                        {"detail", connected.detail}});
-            co_return connected.outcome;
+            co_return Established{connected.outcome};
         }
         std::vector<std::uint8_t> leftover;
         if (through_proxy) {
@@ -258,9 +373,9 @@ private:
             auto hs = co_await connect::handshake(upstream_, target, headers, deadline);
             if (hs.outcome != Outcome::ok) {
                 // Status line and auth scheme only: never a header value (SPEC §5).
-                log::Fields f{{"server", rec_.server},
-                              {"route", rec_.route},
-                              {"upstream", rec_.upstream},
+                log::Fields f{{"server", srv_.server->name},
+                              {"route", route.key},
+                              {"upstream", route.upstream},
                               {"connect_target", target},
                               {"reason", std::string(to_string(hs.outcome))},
                               {"status", hs.status_line}};
@@ -268,7 +383,7 @@ private:
                     f.emplace_back("proxy_authenticate", hs.auth_scheme);
                 }
                 log::warn("CONNECT refused", f);
-                co_return hs.outcome;
+                co_return Established{hs.outcome};
             }
             leftover = std::move(hs.leftover);
         }
@@ -280,18 +395,16 @@ private:
             auto [ec, n] =
                 co_await net::async_write(upstream_, net::buffer(hello.bytes), use_tuple);
             if (ec) {
-                co_return Outcome::upstream_reset;
+                co_return Established{Outcome::upstream_reset};
             }
             counters_.to_upstream += n;
-            hello.bytes = {};
         }
         if (!leftover.empty()) {
             auto [ec, n] = co_await net::async_write(client_, net::buffer(leftover), use_tuple);
             if (ec) {
-                co_return Outcome::client_reset;
+                co_return Established{Outcome::client_reset};
             }
             counters_.to_client += n;
-            leftover = {};
         }
         if (hello.closed) {
             // The client half-closed right after its bytes: pass the FIN on.
@@ -303,7 +416,7 @@ private:
         last_stats_ = runtime::Clock::now();
         counters_.last_activity = last_stats_;
         relaying_ = true;
-        co_return co_await tunnel::relay(client_, upstream_, ctx_.worker, counters_);
+        co_return Established{Outcome::ok, Next::relay};
     }
 
     void finish(Outcome outcome) {
@@ -316,15 +429,26 @@ private:
             route_metrics_->error(outcome);
         }
         route_metrics_->connection_closed();
-        rec_.bytes_to_upstream = counters_.to_upstream;
-        rec_.bytes_to_client = counters_.to_client;
-        rec_.duration_ms = static_cast<std::uint64_t>(
+        if (!log::enabled(config::LogLevel::info) ||
+            (outcome == Outcome::client_closed && !log::enabled(config::LogLevel::debug))) {
+            return;
+        }
+        // Filled only here, so that a live tunnel holds no copy of these strings.
+        log::AccessRecord rec;
+        rec.server = srv_.server->name;
+        rec.listen = *listen_;
+        rec.client = endpoint_text(peer_);
+        rec.sni = sni_;
+        rec.route = route_->key;
+        rec.upstream = route_->upstream;
+        rec.connect_target = connect_target_;
+        rec.bytes_to_upstream = counters_.to_upstream;
+        rec.bytes_to_client = counters_.to_client;
+        rec.duration_ms = static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::milliseconds>(runtime::Clock::now() - start_)
                 .count());
-        rec_.result = to_string(outcome);
-        if (outcome != Outcome::client_closed || log::enabled(config::LogLevel::debug)) {
-            log::access(rec_);
-        }
+        rec.result = to_string(outcome);
+        log::access(rec);
     }
 
     tcp::socket client_;
@@ -332,37 +456,43 @@ private:
     SnapshotPtr snap_;
     const ServerRuntime& srv_;
     WorkerContext& ctx_;
+    const std::string* listen_ = nullptr;           // key in srv_.listener_metrics
+    metrics::ListenerMetrics* listener_ = nullptr;  // held by the snapshot
+    tcp::endpoint peer_;
     runtime::Clock::time_point start_;
     const routing::Route* route_ = nullptr;
     metrics::RouteMetrics* route_metrics_ = nullptr;
     tunnel::Counters counters_;
     std::uint64_t published_up_ = 0;
     std::uint64_t published_down_ = 0;
-    log::AccessRecord rec_;
-    std::optional<Outcome> aborted_;
-    bool relaying_ = false;
+    std::string sni_;
+    std::string connect_target_;
     std::chrono::milliseconds idle_timeout_{0};
     std::chrono::milliseconds stats_interval_{0};
     runtime::Clock::time_point last_stats_{};
+    std::uint32_t holds_ = 0;
+    std::uint32_t deadline_generation_ = 0;
+    std::optional<Outcome> aborted_;
+    bool relaying_ = false;
+    bool expired_ = false;
+    bool upstream_loopback_ = true;  // echo: the client is both ends
 };
+
+Hold::Hold(Session& s) noexcept : s_(&s) {
+    s.retain();
+}
+
+Hold::~Hold() {
+    if (s_ != nullptr) {
+        s_->release();
+    }
+}
 
 }  // namespace
 
-net::awaitable<void> run(tcp::socket client, SnapshotPtr snapshot, std::size_t server_index,
-                         std::string listen, WorkerContext& ctx) {
-    const auto& srv = snapshot->servers[server_index];
-    const bool counted = !srv.health_only;
-    auto state = srv.state;
-    auto listener = srv.listener_metrics.at(listen);
-    {
-        Session s(std::move(client), std::move(snapshot), server_index, std::move(listen), ctx);
-        co_await s.run();
-    }
-    listener->connection_closed();
-    if (counted) {
-        state->active.fetch_sub(1, std::memory_order_relaxed);
-        ctx.live.fetch_sub(1, std::memory_order_relaxed);
-    }
+void start(tcp::socket client, const tcp::endpoint& peer, SnapshotPtr snapshot,
+           std::size_t server_index, const std::string& listen, WorkerContext& ctx) {
+    Session::launch(std::move(client), peer, std::move(snapshot), server_index, listen, ctx);
 }
 
 SnapshotPtr build_snapshot(std::shared_ptr<const config::Config> config, std::string sha256,

@@ -20,7 +20,21 @@
 #include <utility>
 
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/version.hpp>
+
+// Readiness waits that need no epoll_ctl: see EdgeWait below. They use Asio's epoll reactor
+// directly, which exists on Linux unless io_uring is the default backend.
+#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
+    BOOST_VERSION >= 108100
+#define TPT_EDGE_WAIT 1
+#include <boost/asio/detail/epoll_reactor.hpp>
+#include <boost/asio/detail/handler_alloc_helpers.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
+#else
+#define TPT_EDGE_WAIT 0
+#endif
 
 #include <tpt/tunnel.hpp>
 
@@ -116,6 +130,70 @@ struct Direction {
 
 class RelayCore;
 
+#if TPT_EDGE_WAIT
+// A readiness wait that costs no system call. Asio registers every socket once, edge-
+// triggered, for reading (and for writing from its first write wait on); its async_wait still
+// re-arms the descriptor with epoll_ctl(EPOLL_CTL_MOD) on every call, one system call per
+// wait, which is a third of the relay's calls for small messages. This operation is queued
+// on the same registration with speculation allowed: when an edge arrived since the last
+// completed wait, it completes at once (at worst a spurious wakeup: the relay's next read
+// finds EAGAIN and waits again); otherwise it waits for the next edge. No edge can be lost:
+// the reactor marks the descriptor ready on every event that finds no operation queued.
+// Only valid after EAGAIN: a short read may leave a FIN queued that raises no new edge.
+template <typename Handler>
+class EdgeWaitOp : public net::detail::reactor_op {
+public:
+    BOOST_ASIO_DEFINE_HANDLER_PTR(EdgeWaitOp);
+
+    explicit EdgeWaitOp(Handler& handler)
+        : reactor_op(no_error(), &EdgeWaitOp::do_perform, &EdgeWaitOp::do_complete),
+          handler_(std::move(handler)) {}
+
+    static status do_perform(reactor_op* /*op*/) { return done_and_exhausted; }
+
+    static void do_complete(void* owner, net::detail::operation* base,
+                            const boost::system::error_code& /*ec*/, std::size_t /*bytes*/) {
+        auto* o = static_cast<EdgeWaitOp*>(base);
+        ptr p = {std::addressof(o->handler_), o, o};
+        Handler handler(std::move(o->handler_));
+        const boost::system::error_code ec = o->ec_;
+        p.reset();  // the memory goes back before the upcall, which may wait again
+        if (owner != nullptr) {
+            handler(ec);
+        }
+    }
+
+private:
+    static const boost::system::error_code& no_error() {
+        static const boost::system::error_code none;
+        return none;
+    }
+
+    Handler handler_;
+};
+
+// Reaches the socket's reactor registration, which basic_socket keeps protected.
+struct SocketAccess : tcp::socket {
+    static auto& implementation(tcp::socket& s) {
+        return (s.*(&SocketAccess::impl_)).get_implementation();
+    }
+};
+
+template <typename Handler>
+void edge_wait(net::detail::epoll_reactor& reactor, tcp::socket& socket, bool write,
+               Handler handler) {
+    using Op = EdgeWaitOp<Handler>;
+    auto& impl = SocketAccess::implementation(socket);
+    typename Op::ptr p = {std::addressof(handler), Op::ptr::allocate(handler), nullptr};
+    p.p = new (p.v) Op(handler);
+    // A closed socket (no registration) completes with bad_descriptor.
+    reactor.start_op(
+        write ? net::detail::epoll_reactor::write_op : net::detail::epoll_reactor::read_op,
+        impl.socket_, impl.reactor_data_, p.p, false, true);
+    p.v = p.p = nullptr;
+}
+#endif
+
 // Completion handler of one readiness wait. Destroyed without being called only when the
 // io_context is destroyed with the tunnel still open; the last one then frees the relay.
 class Waiter {
@@ -137,13 +215,26 @@ private:
     bool write_;
 };
 
+// A posted continuation of a direction (see RelayCore::yield).
+struct Resume {
+    Waiter waiter;
+    void operator()() { waiter(boost::system::error_code{}); }
+};
+
 // The relay without its completion handler. Lives on the heap from start() until both
 // directions are done and no wait is pending; then complete() hands the outcome on.
 class RelayCore {
 public:
-    RelayCore(tcp::socket& client, tcp::socket* upstream, runtime::Worker& worker,
+    RelayCore(tcp::socket& client, tcp::socket* upstream, bool local, runtime::Worker& worker,
               Counters& counters)
-        : worker_(worker), counters_(counters) {
+        : worker_(worker),
+          counters_(counters)
+#if TPT_EDGE_WAIT
+          ,
+          reactor_(net::use_service<net::detail::epoll_reactor>(worker.context()))
+#endif
+    {
+        splice_ = worker.splice(local);
         if (upstream != nullptr) {
             dirs_[0] = Direction{&client, upstream, true, &counters.to_upstream};
             dirs_[1] = Direction{upstream, &client, false, &counters.to_client};
@@ -157,10 +248,13 @@ public:
     RelayCore& operator=(const RelayCore&) = delete;
     virtual ~RelayCore() = default;
 
+    // Each direction first reads at once (posted, so never inline): bytes that came before
+    // the relay (a client's first request) move without a wait, and an empty socket says
+    // EAGAIN, after which an edge wait is valid.
     void start() {
         block_sigpipe_on_this_thread();
         for (std::uint8_t i = 0; i < ndirs_; ++i) {
-            wait(i, false);
+            yield(i);
         }
     }
 
@@ -208,29 +302,44 @@ private:
         return true;
     }
 
+    // Waits for direction i's source to be readable, or its sink writable. Called only after
+    // that socket said EAGAIN (a direction reads until EAGAIN or EOF, never stopping at a
+    // short read, which may leave a FIN queued behind it), so the next edge is all there is
+    // to wait for.
     void wait(std::uint8_t i, bool write) {
         Direction& d = dirs_[i];
         ++pending_;
+#if TPT_EDGE_WAIT
+        edge_wait(reactor_, write ? *d.to : *d.from, write, Waiter(this, i, write));
+#else
         if (write) {
             d.to->async_wait(tcp::socket::wait_write, Waiter(this, i, true));
         } else {
             d.from->async_wait(tcp::socket::wait_read, Waiter(this, i, false));
         }
+#endif
+    }
+
+    // Runs direction i once the worker has run what is queued, as a wait would.
+    void yield(std::uint8_t i) {
+        ++pending_;
+        net::post(worker_.context(), Resume{Waiter(this, i, false)});
     }
 
     // Moves bytes until a socket would block, the reader ends, or the wakeup budget is spent.
     void run(std::uint8_t i) {
         Direction& d = dirs_[i];
         std::size_t moved = 0;
-        bool drained = false;  // the last read came short: the socket is most likely empty
         for (;;) {
             if (d.in_flight() == 0) {
-                if (drained || moved >= wakeup_budget) {
+                if (moved >= wakeup_budget) {
+                    // Bytes may still be waiting, and no new edge need come for them: come
+                    // back after the other handlers on this worker instead of waiting.
                     release(d);
-                    wait(i, false);
+                    yield(i);
                     break;
                 }
-                const auto r = fill(d, drained);
+                const auto r = fill(d);
                 if (r == Io::again) {
                     release(d);
                     wait(i, false);
@@ -238,10 +347,14 @@ private:
                 }
                 if (r == Io::eof) {
                     // SPEC §4.6: pass the FIN on as a half-close; the other direction goes on.
+                    // When every other direction is done the tunnel ends now, and closing
+                    // the sockets sends that FIN: no shutdown call.
                     release(d);
-                    boost::system::error_code ignored;
-                    d.to->shutdown(tcp::socket::shutdown_send, ignored);
                     d.done = true;
+                    if (!all_done()) {
+                        boost::system::error_code ignored;
+                        d.to->shutdown(tcp::socket::shutdown_send, ignored);
+                    }
                     break;
                 }
                 if (r != Io::ok) {
@@ -268,9 +381,8 @@ private:
     }
 
     // Reads what `from` has into the pipe (or chunk). ok, again, eof or error.
-    Io fill(Direction& d, bool& drained) {
-        const auto r = d.stream && !d.copy_only && worker_.splice() ? splice_in(d, drained)
-                                                                    : recv_in(d, drained);
+    Io fill(Direction& d) {
+        const auto r = d.stream && !d.copy_only && splice_ ? splice_in(d) : recv_in(d);
         // As HAProxy's splice-auto: a read that found a whole chunk waiting means a stream,
         // which is spliced; less means messages, which are copied (splicing a small message
         // costs more than copying it: bench/RESULTS.md).
@@ -281,7 +393,7 @@ private:
     }
 
     // socket -> pipe. Falls back to copying, for good, when the descriptors refuse splice.
-    Io splice_in(Direction& d, bool& drained) {
+    Io splice_in(Direction& d) {
         if (!d.pipe.valid()) {
             d.pipe = worker_.take_pipe();
         }
@@ -294,17 +406,16 @@ private:
             }));
             if (r.status != Io::unsupported) {
                 d.in_pipe = r.bytes;
-                drained = r.bytes < want;
                 return r.status;
             }
             d.copy_only = true;
             release(d);
         }
-        return recv_in(d, drained);
+        return recv_in(d);
     }
 
     // socket -> chunk.
-    Io recv_in(Direction& d, bool& drained) {
+    Io recv_in(Direction& d) {
         if (!d.chunk) {
             d.chunk = worker_.take_chunk();
         }
@@ -313,7 +424,6 @@ private:
             [&] { return ::recv(fd, d.chunk->data.data(), runtime::chunk_size, MSG_DONTWAIT); }));
         d.begin = 0;
         d.end = r.bytes;
-        drained = r.bytes < runtime::chunk_size;
         return r.status == Io::unsupported ? Io::error : r.status;
     }
 
@@ -368,9 +478,13 @@ private:
 
     runtime::Worker& worker_;
     Counters& counters_;
+#if TPT_EDGE_WAIT
+    net::detail::epoll_reactor& reactor_;
+#endif
     Failure failure_;
     std::array<Direction, 2> dirs_;
     std::uint8_t ndirs_ = 0;
+    bool splice_ = false;  // streams may be spliced (runtime::Worker::Splice)
     std::size_t pending_ = 0;
 };
 
@@ -389,7 +503,7 @@ class RelayOp final : public RelayCore {
 public:
     RelayOp(Handler handler, tcp::socket& client, tcp::socket* upstream, runtime::Worker& worker,
             Counters& counters)
-        : RelayCore(client, upstream, worker, counters), handler_(std::move(handler)) {}
+        : RelayCore(client, upstream, false, worker, counters), handler_(std::move(handler)) {}
 
 private:
     void complete(Outcome outcome) override {
@@ -402,6 +516,29 @@ private:
     void destroy() noexcept override { delete this; }
 
     Handler handler_;
+};
+
+// A relay that reports to an Observer instead of resuming a coroutine.
+class ObservedRelay final : public RelayCore {
+public:
+    ObservedRelay(Observer& observer, tcp::socket& client, tcp::socket* upstream, bool local,
+                  runtime::Worker& worker, Counters& counters)
+        : RelayCore(client, upstream, local, worker, counters), observer_(observer) {}
+
+private:
+    void complete(Outcome outcome) override {
+        finish_counters();
+        Observer& o = observer_;
+        delete this;
+        o.relayed(outcome);
+    }
+    void destroy() noexcept override {
+        Observer& o = observer_;
+        delete this;
+        o.abandoned();
+    }
+
+    Observer& observer_;
 };
 
 // Initiation of the relay as one asynchronous operation completing with its Outcome. A named
@@ -422,6 +559,15 @@ struct StartRelay {
 
 }  // namespace
 
+void own_descriptor(tcp::socket& socket) noexcept {
+#if TPT_EDGE_WAIT
+    SocketAccess::implementation(socket).state_ &=
+        static_cast<net::detail::socket_ops::state_type>(~net::detail::socket_ops::possible_dup);
+#else
+    (void)socket;
+#endif
+}
+
 // Not coroutines themselves: the awaitable of the operation is returned as it is, so a tunnel
 // costs no extra coroutine frame.
 net::awaitable<Outcome> relay(tcp::socket& client, tcp::socket& upstream, runtime::Worker& worker,
@@ -433,6 +579,12 @@ net::awaitable<Outcome> relay(tcp::socket& client, tcp::socket& upstream, runtim
 net::awaitable<Outcome> echo(tcp::socket& client, runtime::Worker& worker, Counters& counters) {
     return net::async_initiate<const net::use_awaitable_t<>&, void(Outcome)>(
         StartRelay{&client, nullptr, &worker, &counters}, net::use_awaitable);
+}
+
+void start(tcp::socket& client, tcp::socket* upstream, bool local, runtime::Worker& worker,
+           Counters& counters, Observer& observer) {
+    auto* op = new ObservedRelay(observer, client, upstream, local, worker, counters);
+    op->start();  // never completes inline: the first event is always a wait
 }
 
 }  // namespace tpt::tunnel

@@ -24,28 +24,37 @@ bool family_ok(const tcp::endpoint& ep, address::Family f) {
 }
 }  // namespace
 
-net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
-                                                   address::Family family,
-                                                   std::chrono::milliseconds refresh) {
-    Answer answer;
+std::optional<Resolver::Answer> Resolver::at_once(const address::HostPort& hp,
+                                                  address::Family family,
+                                                  std::chrono::milliseconds refresh) const {
     boost::system::error_code ec;
     const auto literal = net::ip::make_address(hp.host, ec);
     if (!ec) {
+        Answer answer;
         tcp::endpoint ep{literal, hp.port};
         if (family_ok(ep, family)) {
             answer.endpoints.push_back(ep);
         } else {
             answer.error = "address family does not match the upstream protocol";
         }
-        co_return answer;
+        return answer;
     }
+    const auto it = cache_.find(hp.to_string() + "/" + std::string(address::to_string(family)));
+    if (it != cache_.end() && runtime::Clock::now() - it->second.resolved_at < refresh) {
+        return Answer{it->second.endpoints, {}};
+    }
+    return std::nullopt;
+}
+
+net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
+                                                   address::Family family,
+                                                   std::chrono::milliseconds refresh) {
+    if (auto answer = at_once(hp, family, refresh)) {
+        co_return std::move(*answer);
+    }
+    Answer answer;
     const std::string key = hp.to_string() + "/" + std::string(address::to_string(family));
     const auto now = runtime::Clock::now();
-    auto it = cache_.find(key);
-    if (it != cache_.end() && now - it->second.resolved_at < refresh) {
-        answer.endpoints = it->second.endpoints;
-        co_return answer;
-    }
     auto [rec, results] =
         co_await resolver_.async_resolve(hp.host, std::to_string(hp.port), use_tuple);
     std::vector<tcp::endpoint> eps;
@@ -56,6 +65,7 @@ net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
             }
         }
     }
+    const auto it = cache_.find(key);  // looked up again: the map may have changed meanwhile
     if (eps.empty()) {
         answer.error = rec ? rec.message() : "no address of the wanted family";
         if (it != cache_.end()) {
@@ -73,32 +83,35 @@ net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
                                       std::chrono::milliseconds refresh,
                                       runtime::Clock::time_point deadline) {
     ConnectResult result;
-    net::steady_timer timer(socket.get_executor());
-    timer.expires_at(deadline);
-    auto resolved = co_await (resolver.resolve(hp, family, refresh) || timer.async_wait(use_tuple));
-    if (resolved.index() == 1) {
-        result.outcome = Outcome::connect_timeout;
-        result.detail = "timed out resolving " + hp.host;
-        co_return result;
+    // Literals and cached names (nearly every connection) cost no timer and no frame.
+    auto answer = resolver.at_once(hp, family, refresh);
+    if (!answer) {
+        net::steady_timer timer(socket.get_executor());
+        timer.expires_at(deadline);
+        auto resolved =
+            co_await (resolver.resolve(hp, family, refresh) || timer.async_wait(use_tuple));
+        if (resolved.index() == 1) {
+            result.outcome = Outcome::connect_timeout;
+            result.detail = "timed out resolving " + hp.host;
+            co_return result;
+        }
+        answer = std::get<0>(std::move(resolved));
     }
-    auto answer = std::get<0>(std::move(resolved));
-    if (answer.endpoints.empty()) {
+    if (answer->endpoints.empty()) {
         result.outcome = Outcome::dns;
-        result.detail = answer.error;
+        result.detail = answer->error;
         co_return result;
     }
     result.outcome = Outcome::connect_refused;
-    for (const auto& ep : answer.endpoints) {
-        boost::system::error_code ignored;
+    boost::system::error_code ignored;
+    for (const auto& ep : answer->endpoints) {
         socket.close(ignored);
-        auto r = co_await (socket.async_connect(ep, use_tuple) || timer.async_wait(use_tuple));
-        if (r.index() == 1) {
+        if (runtime::Clock::now() >= deadline) {
             result.outcome = Outcome::connect_timeout;
-            result.detail = "timed out connecting to " + ep.address().to_string();
-            socket.close(ignored);
+            result.detail = "timed out connecting to " + hp.host;
             co_return result;
         }
-        auto [ec] = std::get<0>(r);
+        auto [ec] = co_await socket.async_connect(ep, use_tuple);
         if (!ec) {
             socket.set_option(tcp::no_delay(true), ignored);
             result.outcome = Outcome::ok;
@@ -106,9 +119,15 @@ net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
             result.detail.clear();
             co_return result;
         }
+        if (runtime::Clock::now() >= deadline) {
+            // The caller's deadline closed the socket under the attempt.
+            result.outcome = Outcome::connect_timeout;
+            result.detail = "timed out connecting to " + ep.address().to_string();
+            socket.close(ignored);
+            co_return result;
+        }
         result.detail = ep.address().to_string() + ": " + ec.message();
     }
-    boost::system::error_code ignored;
     socket.close(ignored);
     co_return result;
 }
