@@ -517,6 +517,41 @@ def test_refused_upstream_closes_client_and_is_logged_and_counted(tpt):
                          "reason": "connect_refused"}) == 1
 
 
+def test_unanswered_connect_times_out_at_connect_timeout(tpt):
+    """An upstream whose accept queue is full drops every SYN: the connect never completes,
+    and tpt closes the client at the route's connect_timeout (SPEC §4.5)."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)  # never accepted: room for one queued connection
+    queued = []
+    try:
+        for _ in range(2):  # fill the queue; a further SYN is dropped, not refused
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(full.getsockname())
+            queued.append(c)
+        port = free_port()
+        servers = {"slow": {"listen": [f"127.0.0.1:{port}"], "default": "silent",
+                            "via": {"connect_timeout": "1s"}}}
+        proc = tpt(config_text(servers, {"silent": f"tcp://127.0.0.1:{full.getsockname()[1]}"}))
+
+        start = time.monotonic()
+        with connect(port) as s:
+            s.sendall(b"hello?")
+            assert_closed_without_bytes(s, within=10.0)
+        elapsed = time.monotonic() - start
+        assert 0.8 <= elapsed < 5.0, f"closed after {elapsed:.2f}s with connect_timeout 1s"
+        (rec,) = wait_access(proc)
+        assert rec["result"] == "connect_timeout", rec
+        assert metric_value(proc.metrics(), "tpt_route_errors_total",
+                            {"server": "slow", "route": "default",
+                             "reason": "connect_timeout"}) == 1
+    finally:
+        for c in queued:
+            c.close()
+        full.close()
+
+
 def _garbage_client(port, kind, rng, hello):
     """One hostile or broken client of kind 0..5; returns when its connection is done."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

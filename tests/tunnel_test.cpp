@@ -313,6 +313,71 @@ TEST(Relay, DestroyingTheContextOfAnOpenTunnelFreesIt) {
     EXPECT_FALSE(outcome.has_value());
 }
 
+// The session's flavour: no coroutine, the end reported to an Observer once, never inline.
+struct Recorder final : tpt::tunnel::Observer {
+    std::optional<tpt::Outcome> outcome;
+    int calls = 0;
+    bool abandoned_called = false;
+    tcp::socket* a = nullptr;
+    tcp::socket* b = nullptr;
+    void relayed(tpt::Outcome o) override {
+        ++calls;
+        outcome = o;
+        a->close();
+        b->close();
+    }
+    void abandoned() noexcept override { abandoned_called = true; }
+};
+
+// Relays 1 MiB up through tpt::tunnel::start and returns the pipes the worker pooled.
+std::size_t relay_observed(bool local) {
+    tpt::runtime::Worker worker(0);  // automatic splice mode
+    Pair client = make_pair(worker.context());
+    Pair upstream = make_pair(worker.context());
+    tpt::tunnel::Counters counters;
+    Recorder rec;
+    rec.a = &client.b;
+    rec.b = &upstream.b;
+    tpt::tunnel::start(client.b, &upstream.b, local, worker, counters, rec);
+    EXPECT_EQ(rec.calls, 0);  // never inline
+    std::thread t([&] { worker.context().run(); });
+    const std::string up = pattern(1 << 20, 7);
+    std::thread writer([&] {
+        net::write(client.a, net::buffer(up));
+        client.a.shutdown(tcp::socket::shutdown_send);
+    });
+    EXPECT_TRUE(read_to_eof(upstream.a) == up);
+    writer.join();
+    upstream.a.shutdown(tcp::socket::shutdown_send);
+    EXPECT_EQ(read_to_eof(client.a), "");
+    t.join();
+    EXPECT_EQ(rec.calls, 1);
+    EXPECT_EQ(rec.outcome, tpt::Outcome::ok);
+    EXPECT_FALSE(rec.abandoned_called);
+    EXPECT_EQ(counters.to_upstream, up.size());
+    return worker.pooled_pipes();
+}
+
+TEST(Observed, LoopbackEndsCopyOthersSplice) {
+    EXPECT_EQ(relay_observed(true), 0U);   // copied: no pipe was ever taken
+    EXPECT_GE(relay_observed(false), 1U);  // a 1 MiB stream was spliced
+}
+
+TEST(Observed, DestroyingTheContextReportsAbandoned) {
+    Recorder rec;
+    {
+        tpt::runtime::Worker worker(0);
+        Pair client = make_pair(worker.context());
+        Pair upstream = make_pair(worker.context());
+        tpt::tunnel::Counters counters;
+        tpt::tunnel::start(client.b, &upstream.b, false, worker, counters, rec);
+        for (int i = 0; i < 100 && worker.context().poll() != 0; ++i) {
+        }
+    }
+    EXPECT_TRUE(rec.abandoned_called);
+    EXPECT_EQ(rec.calls, 0);
+}
+
 TEST(Worker, LendsNonBlockingPipesAndTakesEmptyOnesBack) {
     tpt::runtime::Worker worker(0);
     auto p = worker.take_pipe();
