@@ -12,8 +12,9 @@
 #                      shows the median (the machine is shared: REPEAT=3 steadies it)
 #   TUNNELS=9000       idle tunnels for the RSS figure (see below)
 #   PROXIES="tpt haproxy nginx"   may add haproxy-splice (HAProxy with splice forced: option
-#                      splice-request + splice-response) and tpt-copy (tpt with TPT_SPLICE=0:
-#                      copying relay instead of splice)
+#                      splice-request + splice-response), tpt-copy (TPT_SPLICE=0: never
+#                      splice) and tpt-splice (TPT_SPLICE=1: splice streams even between
+#                      loopback peers, where tpt copies by default)
 #   TESTS="rss iperf wrk"          which figures to measure
 #   DIRECT=1           also run iperf3 and wrk straight to the backends (0: skip)
 #   KEEP=1             keep the temp dir (configs, logs, raw outputs)
@@ -82,8 +83,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Ports: backends (iperf3, http, idle), then three listeners per proxy.
-all_proxies="tpt tpt-copy haproxy haproxy-splice nginx"
-mapfile -t P < <($lib ports 18)
+all_proxies="tpt tpt-copy tpt-splice haproxy haproxy-splice nginx"
+mapfile -t P < <($lib ports 21)
 iperf_port=${P[0]} http_port=${P[1]} idle_port=${P[2]}
 declare -A port_iperf port_http port_idle
 i=3
@@ -154,6 +155,7 @@ EOF
 }
 tpt_cfg tpt >"$work/tpt.yaml"
 tpt_cfg tpt-copy >"$work/tpt-copy.yaml"
+tpt_cfg tpt-splice >"$work/tpt-splice.yaml"
 haproxy_cfg() {  # haproxy_cfg WHO SPLICE-OPTIONS
     local who=$1
     cat <<EOF
@@ -208,6 +210,7 @@ for who in $PROXIES; do
     case $who in
         tpt) start tpt "$TPT_BIN" -c "$work/tpt.yaml" ;;
         tpt-copy) start tpt-copy env TPT_SPLICE=0 "$TPT_BIN" -c "$work/tpt-copy.yaml" ;;
+        tpt-splice) start tpt-splice env TPT_SPLICE=1 "$TPT_BIN" -c "$work/tpt-splice.yaml" ;;
         haproxy | haproxy-splice) start "$who" haproxy -db -f "$work/$who.cfg" ;;
         nginx) start nginx nginx -p "$work/nginx-stream" -c "$work/nginx-stream/nginx.conf" \
             -e "$work/nginx-stream/logs/error.log" ;;

@@ -157,6 +157,8 @@ private:
         srv.listener_metrics.at(key_)->connection_opened();
         boost::system::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
+        socket.set_option(net::detail::socket_option::boolean<IPPROTO_TCP, TCP_QUICKACK>(false),
+                          ignored);
         session::start(std::move(socket), peer, snap, index, key_, ctx_);
     }
 
