@@ -229,7 +229,7 @@ def table(path):
             runs.setdefault(rec["metric"], {}).setdefault(rec["who"], []).append(rec["value"])
     results = {m: {who: statistics.median(v) for who, v in by.items()} for m, by in runs.items()}
     present = {who for by in results.values() for who in by}
-    order = ("direct", "tpt", "tpt-copy", "haproxy", "haproxy-splice", "nginx")
+    order = ("direct", "tpt", "tpt-copy", "tpt-splice", "haproxy", "haproxy-splice", "nginx")
     columns = [c for c in order if c in present]
     compared = [c for c in columns if c not in ("direct", "haproxy")]
     header = ["metric"] + columns + [f"{c}/haproxy" for c in compared] + ["tpt target"]
