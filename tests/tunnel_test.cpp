@@ -338,7 +338,7 @@ std::size_t relay_observed(bool local) {
     Recorder rec;
     rec.a = &client.b;
     rec.b = &upstream.b;
-    tpt::tunnel::start(client.b, &upstream.b, local, worker, counters, rec);
+    tpt::tunnel::start(client.b, &upstream.b, {.local = local}, worker, counters, rec);
     EXPECT_EQ(rec.calls, 0);  // never inline
     std::thread t([&] { worker.context().run(); });
     const std::string up = pattern(1 << 20, 7);
@@ -370,7 +370,7 @@ TEST(Observed, DestroyingTheContextReportsAbandoned) {
         Pair client = make_pair(worker.context());
         Pair upstream = make_pair(worker.context());
         tpt::tunnel::Counters counters;
-        tpt::tunnel::start(client.b, &upstream.b, false, worker, counters, rec);
+        tpt::tunnel::start(client.b, &upstream.b, {}, worker, counters, rec);
         for (int i = 0; i < 100 && worker.context().poll() != 0; ++i) {
         }
     }

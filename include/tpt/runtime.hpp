@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -103,6 +104,10 @@ public:
         return splice_ == Splice::always || (splice_ == Splice::automatic && !local);
     }
 
+    // Sessions open on this worker that count for the drain (read by any thread). A session
+    // destroyed with the io_context (stop before the drain ended) still finds it.
+    std::atomic<std::uint64_t>& sessions() noexcept { return sessions_; }
+
     void add(Tickable& t) noexcept { tickables_.push_back(t); }
     // Closes every registered tunnel (shutdown's drain timeout). Worker thread only.
     void abort_all();
@@ -113,6 +118,8 @@ private:
     void start_tick();
 
     std::size_t index_;
+    // Declared before ctx_, so it outlives the handlers that ctx_'s destruction destroys.
+    std::atomic<std::uint64_t> sessions_{0};
     net::io_context ctx_{1};
     net::steady_timer tick_timer_{ctx_};
     std::vector<std::unique_ptr<Chunk>> pool_;

@@ -64,8 +64,9 @@ struct WorkerContext {
     runtime::Worker& worker;
     upstream::Resolver resolver;
     // Sessions on this worker that are not health-only (read by the control thread to drain).
-    std::atomic<std::uint64_t> live{0};
-    explicit WorkerContext(runtime::Worker& w) : worker(w), resolver(w.executor()) {}
+    std::atomic<std::uint64_t>& live;  // the worker's, which outlives this context
+    explicit WorkerContext(runtime::Worker& w)
+        : worker(w), resolver(w.executor()), live(w.sessions()) {}
 };
 
 // Runs one connection to its end, on the calling worker: starts its phases and returns.

@@ -57,10 +57,14 @@ protected:
 // it did not open may be dup()ed), so that closing it needs no EPOLL_CTL_DEL first.
 void own_descriptor(tcp::socket& socket) noexcept;
 
+struct StartOptions {
+    bool local = false;         // both ends are loopback addresses (runtime::Worker::Splice)
+    bool client_ended = false;  // an Asio read on the client already returned EOF
+};
+
 // relay() (upstream != nullptr) or echo() (upstream == nullptr), reported to `observer`.
-// `local`: both ends of the tunnel are loopback addresses (see runtime::Worker::Splice).
 // The sockets, counters and observer must outlive the relay.
-void start(tcp::socket& client, tcp::socket* upstream, bool local, runtime::Worker& worker,
-           Counters& counters, Observer& observer);
+void start(tcp::socket& client, tcp::socket* upstream, const StartOptions& options,
+           runtime::Worker& worker, Counters& counters, Observer& observer);
 
 }  // namespace tpt::tunnel

@@ -114,6 +114,7 @@ public:
           snap_(std::move(snapshot)),
           srv_(snap_->servers[server_index]),
           ctx_(ctx),
+          live_(&ctx.live),
           peer_(peer),
           start_(runtime::Clock::now()) {
         const auto it = srv_.listener_metrics.find(listen);
@@ -132,7 +133,7 @@ public:
         listener_->connection_closed();
         if (!srv_.health_only) {
             srv_.state->active.fetch_sub(1, std::memory_order_relaxed);
-            ctx_.live.fetch_sub(1, std::memory_order_relaxed);
+            live_->fetch_sub(1, std::memory_order_relaxed);  // ctx_ may be gone (see live_)
         }
     }
 
@@ -156,11 +157,17 @@ public:
         if (!relaying_) {
             return;
         }
-        if (idle_timeout_ > 0ms && now - counters_.last_activity >= idle_timeout_) {
+        const auto idle_timeout = srv_.server->idle_timeout;
+        if (idle_timeout > 0ms && now - counters_.last_activity >= idle_timeout) {
             abort(Outcome::idle_timeout);
             return;
         }
-        if (stats_interval_ > 0ms && now - last_stats_ >= stats_interval_) {
+        // Tunnels to an upstream only (not echo), as the effective via says.
+        const auto stats_interval =
+            route_ != nullptr && route_->target != nullptr && route_->via != nullptr
+                ? route_->via->stats_interval
+                : 0ms;
+        if (stats_interval > 0ms && now - last_stats_ >= stats_interval) {
             last_stats_ = now;
             log::info("tunnel in-flight",
                       {{"server", srv_.server->name},
@@ -230,8 +237,10 @@ private:
             return;
         }
         retain();  // the relay's hold, let go in relayed() or abandoned()
-        const bool local = peer_.address().is_loopback() && upstream_loopback_;
-        tunnel::start(client_, r.next == Next::relay ? &upstream_ : nullptr, local, ctx_.worker,
+        tunnel::StartOptions options;
+        options.local = peer_.address().is_loopback() && upstream_loopback_;
+        options.client_ended = client_ended_;
+        tunnel::start(client_, r.next == Next::relay ? &upstream_ : nullptr, options, ctx_.worker,
                       counters_, *this);
     }
 
@@ -292,6 +301,7 @@ private:
                 co_return Established{Outcome::client_closed};
             }
         }
+        client_ended_ = hello.closed;
         if (hello.sni) {
             sni_ = *hello.sni;
         }
@@ -311,7 +321,6 @@ private:
                 }
                 counters_.to_client += n;
             }
-            idle_timeout_ = server.idle_timeout;
             relaying_ = true;
             co_return Established{Outcome::ok, Next::echo};
         }
@@ -411,8 +420,6 @@ private:
             boost::system::error_code ignored;
             upstream_.shutdown(tcp::socket::shutdown_send, ignored);
         }
-        idle_timeout_ = srv_.server->idle_timeout;
-        stats_interval_ = via != nullptr ? via->stats_interval : 0ms;
         last_stats_ = runtime::Clock::now();
         counters_.last_activity = last_stats_;
         relaying_ = true;
@@ -456,6 +463,9 @@ private:
     SnapshotPtr snap_;
     const ServerRuntime& srv_;
     WorkerContext& ctx_;
+    // The worker's drain count: a session destroyed with its io_context (after the server set,
+    // which owns ctx_) still un-counts itself.
+    std::atomic<std::uint64_t>* live_;
     const std::string* listen_ = nullptr;           // key in srv_.listener_metrics
     metrics::ListenerMetrics* listener_ = nullptr;  // held by the snapshot
     tcp::endpoint peer_;
@@ -467,8 +477,6 @@ private:
     std::uint64_t published_down_ = 0;
     std::string sni_;
     std::string connect_target_;
-    std::chrono::milliseconds idle_timeout_{0};
-    std::chrono::milliseconds stats_interval_{0};
     runtime::Clock::time_point last_stats_{};
     std::uint32_t holds_ = 0;
     std::uint32_t deadline_generation_ = 0;
@@ -476,6 +484,7 @@ private:
     bool relaying_ = false;
     bool expired_ = false;
     bool upstream_loopback_ = true;  // echo: the client is both ends
+    bool client_ended_ = false;      // the hello read found the client's EOF
 };
 
 Hold::Hold(Session& s) noexcept : s_(&s) {

@@ -248,13 +248,19 @@ public:
     RelayCore& operator=(const RelayCore&) = delete;
     virtual ~RelayCore() = default;
 
-    // Each direction first reads at once (posted, so never inline): bytes that came before
-    // the relay (a client's first request) move without a wait, and an empty socket says
-    // EAGAIN, after which an edge wait is valid.
-    void start() {
+    // Each direction starts with an edge wait. Asio marks a new descriptor "maybe ready", and
+    // keeps that mark until an operation on it finds nothing more (EOF), so the first wait
+    // completes at once and the direction reads what came before the relay. The exception is
+    // a client whose EOF a read before the relay already consumed (`client_ended`): no edge
+    // will come for it, so its direction reads at once instead (posted: never inline).
+    void start(bool client_ended) {
         block_sigpipe_on_this_thread();
         for (std::uint8_t i = 0; i < ndirs_; ++i) {
-            yield(i);
+            if (i == 0 && client_ended) {
+                yield(i);
+            } else {
+                wait(i, false);
+            }
         }
     }
 
@@ -553,7 +559,7 @@ struct StartRelay {
     void operator()(Handler&& handler) const {
         auto* op = new RelayOp<std::decay_t<Handler>>(std::forward<Handler>(handler), *client,
                                                       upstream, *worker, *counters);
-        op->start();  // never completes inline: the first event is always a wait
+        op->start(false);  // never completes inline: the first event is always a wait
     }
 };
 
@@ -581,10 +587,10 @@ net::awaitable<Outcome> echo(tcp::socket& client, runtime::Worker& worker, Count
         StartRelay{&client, nullptr, &worker, &counters}, net::use_awaitable);
 }
 
-void start(tcp::socket& client, tcp::socket* upstream, bool local, runtime::Worker& worker,
-           Counters& counters, Observer& observer) {
-    auto* op = new ObservedRelay(observer, client, upstream, local, worker, counters);
-    op->start();  // never completes inline: the first event is always a wait
+void start(tcp::socket& client, tcp::socket* upstream, const StartOptions& options,
+           runtime::Worker& worker, Counters& counters, Observer& observer) {
+    auto* op = new ObservedRelay(observer, client, upstream, options.local, worker, counters);
+    op->start(options.client_ended);  // never completes inline: the first event is a wait
 }
 
 }  // namespace tpt::tunnel
