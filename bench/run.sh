@@ -254,10 +254,22 @@ if want rss; then
     done
 fi
 
+# The proxies in turn, starting one further along each repetition, so that no proxy always
+# runs right after the same neighbour (a run after a heavy one starts with a busier kernel).
+rotate() {  # rotate N WORD...
+    local n=$1
+    shift
+    local -a w=("$@")
+    local k=${#w[@]} j
+    for ((j = 0; j < k; j++)); do printf '%s ' "${w[$(((j + n) % k))]}"; done
+}
+
 for ((rep = 1; rep <= REPEAT; rep++)); do
+    # shellcheck disable=SC2086  # word lists
+    order=$(rotate $((rep - 1)) $PROXIES)
     # --- single-stream throughput and CPU per GB ----------------------------------------------
     if want iperf; then
-        for who in $direct $PROXIES; do
+        for who in $direct $order; do
             out=$work/iperf-$who-$rep.json
             cpu0=0
             [ "$who" = direct ] || cpu0=$(proxy_cpu "$who")
@@ -278,7 +290,7 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
 
     # --- keep-alive requests and p99; new connections per second ------------------------------
     if want wrk; then
-        for who in $direct $PROXIES; do
+        for who in $direct $order; do
             url="http://127.0.0.1:${port_http[$who]}/1k.bin"
             out=$work/wrk-ka-$who-$rep.txt
             wrk -t2 -c64 -d"${DURATION}s" --latency "$url" >"$out"
