@@ -27,7 +27,7 @@ public:
     // failure the new sockets are closed and the error returned, nothing changed), publishes
     // `next` to every worker, then closes the listeners whose address `next` no longer has.
     // Live tunnels are never touched.
-    std::optional<std::string> apply(session::SnapshotPtr next);
+    std::optional<std::string> apply(const session::SnapshotPtr& next);
 
     // Stops accepting on every listener (shutdown). Tunnels keep running.
     void close_all();

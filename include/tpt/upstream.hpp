@@ -25,7 +25,7 @@ using tcp = net::ip::tcp;
 // when that fails, the stale addresses keep serving and the next use retries.
 class Resolver {
 public:
-    explicit Resolver(net::any_io_executor ex) : resolver_(ex) {}
+    explicit Resolver(const net::any_io_executor& ex) : resolver_(ex) {}
 
     struct Answer {
         std::vector<tcp::endpoint> endpoints;  // empty: failed

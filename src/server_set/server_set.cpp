@@ -55,7 +55,7 @@ std::vector<tcp::endpoint> listen_endpoints(const address::HostPort& hp, address
     return out;
 }
 
-void log_escape(std::exception_ptr e) {
+void log_escape(const std::exception_ptr& e) {
     if (!e) {
         return;
     }
@@ -177,7 +177,7 @@ ServerSet::ServerSet(runtime::Runtime& runtime) : runtime_(runtime) {
 
 ServerSet::~ServerSet() = default;
 
-std::optional<std::string> ServerSet::apply(session::SnapshotPtr next) {
+std::optional<std::string> ServerSet::apply(const session::SnapshotPtr& next) {
     const auto& cfg = *next->config;
     std::map<std::string, std::vector<std::shared_ptr<Listener>>> added;
     try {

@@ -24,7 +24,7 @@ using namespace std::chrono_literals;
 
 namespace {
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
-constexpr std::size_t hello_limit = 16 * 1024;
+constexpr std::size_t hello_limit = std::size_t{16} * 1024;
 constexpr std::size_t hello_read_step = 4096;
 constexpr auto default_connect_timeout = 30s;
 
@@ -107,6 +107,7 @@ struct Established {
 // phase's coroutine frame, which is freed before the relay starts.
 class Session final : public runtime::Tickable, private tunnel::Observer {
 public:
+    // NOLINTNEXTLINE(modernize-pass-by-value): a trivially copyable 28-byte endpoint
     Session(tcp::socket client, const tcp::endpoint& peer, SnapshotPtr snapshot,
             std::size_t server_index, const std::string& listen, WorkerContext& ctx)
         : client_(std::move(client)),

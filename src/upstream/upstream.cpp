@@ -72,7 +72,7 @@ std::optional<Resolver::Answer> Resolver::at_once(const address::HostPort& hp,
     const auto literal = net::ip::make_address(hp.host, ec);
     if (!ec) {
         Answer answer;
-        tcp::endpoint ep{literal, hp.port};
+        const tcp::endpoint ep{literal, hp.port};
         if (family_ok(ep, family)) {
             answer.endpoints.push_back(ep);
         } else {
