@@ -13,14 +13,22 @@
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/detail/socket_option.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/intrusive/list.hpp>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 namespace tpt::runtime {
 
 namespace net = boost::asio;
 using Clock = std::chrono::steady_clock;
+
+// TCP_QUICKACK as a socket option. Off on a new connection, the ACK of the peer's first bytes
+// rides on the first bytes sent back (HAProxy's tcp-smart-accept/-connect): one packet less.
+using QuickAck = net::detail::socket_option::boolean<IPPROTO_TCP, TCP_QUICKACK>;
 
 // Something that lives on a worker and wants a call once a second (a live tunnel: publish byte
 // counts, enforce idle_timeout, write stats lines) and a way to be closed at shutdown.

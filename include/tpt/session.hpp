@@ -40,6 +40,8 @@ struct ServerRuntime {
     bool health_only = false;  // every route is `health`: exempt from maxclients
     std::unordered_map<std::string, metrics::ListenerMetricsPtr> listener_metrics;  // by listen
 };
+// One listen address of a server and its gauges: an element of listener_metrics.
+using ListenEntry = std::pair<const std::string, metrics::ListenerMetricsPtr>;
 
 // Everything a connection needs, frozen at accept: a connection finishes with the snapshot
 // it started with, whatever reloads happen meanwhile.
@@ -74,7 +76,8 @@ struct WorkerContext {
 // server.state->active (unless the server is health_only) and in the listener gauge; the
 // session un-counts both at its end. An established tunnel holds the session object and the
 // relay state only: every phase's frame is gone by then.
+// `listen` is the snapshot's entry for the accepting address.
 void start(tcp::socket client, const tcp::endpoint& peer, SnapshotPtr snapshot,
-           std::size_t server_index, const std::string& listen, WorkerContext& ctx);
+           std::size_t server_index, const ListenEntry& listen, WorkerContext& ctx);
 
 }  // namespace tpt::session

@@ -141,6 +141,7 @@ private:
         }
         const auto index = it->second;
         const auto& srv = snap->servers[index];
+        const auto& listen = *srv.listener_metrics.find(key_);  // built with server_by_listen
         if (!srv.health_only) {
             const auto before = srv.state->active.fetch_add(1, std::memory_order_relaxed);
             if (before >= srv.server->maxclients) {
@@ -154,12 +155,11 @@ private:
             }
             ctx_.live.fetch_add(1, std::memory_order_relaxed);
         }
-        srv.listener_metrics.at(key_)->connection_opened();
+        listen.second->connection_opened();
         boost::system::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
-        socket.set_option(net::detail::socket_option::boolean<IPPROTO_TCP, TCP_QUICKACK>(false),
-                          ignored);
-        session::start(std::move(socket), peer, snap, index, key_, ctx_);
+        socket.set_option(runtime::QuickAck(false), ignored);
+        session::start(std::move(socket), peer, snap, index, listen, ctx_);
     }
 
     session::WorkerContext& ctx_;

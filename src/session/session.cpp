@@ -109,18 +109,16 @@ class Session final : public runtime::Tickable, private tunnel::Observer {
 public:
     // NOLINTNEXTLINE(modernize-pass-by-value): a trivially copyable 28-byte endpoint
     Session(tcp::socket client, const tcp::endpoint& peer, SnapshotPtr snapshot,
-            std::size_t server_index, const std::string& listen, WorkerContext& ctx)
+            std::size_t server_index, const ListenEntry& listen, WorkerContext& ctx)
         : client_(std::move(client)),
           upstream_(client_.get_executor()),
           snap_(std::move(snapshot)),
           srv_(snap_->servers[server_index]),
           ctx_(ctx),
           live_(&ctx.live),
+          listen_(&listen),
           peer_(peer),
           start_(runtime::Clock::now()) {
-        const auto it = srv_.listener_metrics.find(listen);
-        listen_ = &it->first;
-        listener_ = it->second.get();
         tunnel::own_descriptor(client_);
         ctx_.worker.add(*this);
     }
@@ -131,7 +129,7 @@ public:
         boost::system::error_code ignored;
         client_.close(ignored);
         upstream_.close(ignored);
-        listener_->connection_closed();
+        listen_->second->connection_closed();
         if (!srv_.health_only) {
             srv_.state->active.fetch_sub(1, std::memory_order_relaxed);
             live_->fetch_sub(1, std::memory_order_relaxed);  // ctx_ may be gone (see live_)
@@ -139,7 +137,7 @@ public:
     }
 
     static void launch(tcp::socket client, const tcp::endpoint& peer, SnapshotPtr snapshot,
-                       std::size_t server_index, const std::string& listen, WorkerContext& ctx) {
+                       std::size_t server_index, const ListenEntry& listen, WorkerContext& ctx) {
         auto* s =
             new Session(std::move(client), peer, std::move(snapshot), server_index, listen, ctx);
         Hold hold(*s);
@@ -444,7 +442,7 @@ private:
         // Filled only here, so that a live tunnel holds no copy of these strings.
         log::AccessRecord rec;
         rec.server = srv_.server->name;
-        rec.listen = *listen_;
+        rec.listen = listen_->first;
         rec.client = endpoint_text(peer_);
         rec.sni = sni_;
         rec.route = route_->key;
@@ -467,8 +465,7 @@ private:
     // The worker's drain count: a session destroyed with its io_context (after the server set,
     // which owns ctx_) still un-counts itself.
     std::atomic<std::uint64_t>* live_;
-    const std::string* listen_ = nullptr;           // key in srv_.listener_metrics
-    metrics::ListenerMetrics* listener_ = nullptr;  // held by the snapshot
+    const ListenEntry* listen_;  // in srv_.listener_metrics, held by the snapshot
     tcp::endpoint peer_;
     runtime::Clock::time_point start_;
     const routing::Route* route_ = nullptr;
@@ -501,7 +498,7 @@ Hold::~Hold() {
 }  // namespace
 
 void start(tcp::socket client, const tcp::endpoint& peer, SnapshotPtr snapshot,
-           std::size_t server_index, const std::string& listen, WorkerContext& ctx) {
+           std::size_t server_index, const ListenEntry& listen, WorkerContext& ctx) {
     Session::launch(std::move(client), peer, std::move(snapshot), server_index, listen, ctx);
 }
 

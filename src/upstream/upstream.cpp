@@ -39,8 +39,7 @@ net::awaitable<boost::system::error_code> connect_one(tcp::socket& socket,
         co_return ec;
     }
     boost::system::error_code ignored;
-    socket.set_option(net::detail::socket_option::boolean<IPPROTO_TCP, TCP_QUICKACK>(false),
-                      ignored);
+    socket.set_option(runtime::QuickAck(false), ignored);
     socket.non_blocking(true, ec);
     if (ec) {
         co_return ec;
