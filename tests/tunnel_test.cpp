@@ -1,6 +1,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -15,6 +17,10 @@
 #include <gtest/gtest.h>
 
 #include <tpt/tunnel.hpp>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 namespace {
 
@@ -41,10 +47,15 @@ Pair make_pair(net::io_context& io) {
 class RelayHarness {
 public:
     // splice off: the relay copies through chunks, as it does when no pipe can be had.
-    explicit RelayHarness(bool splice = true) : worker_(0) {
+    // `before` runs on this thread once the sockets are connected, before the relay starts.
+    explicit RelayHarness(bool splice = true, const std::function<void(RelayHarness&)>& before = {})
+        : worker_(0) {
         worker_.set_splice(splice);
         client_ = make_pair(worker_.context());
         upstream_ = make_pair(worker_.context());
+        if (before) {
+            before(*this);
+        }
         net::co_spawn(worker_.context(),
                       tpt::tunnel::relay(client_.b, upstream_.b, worker_, counters_),
                       [this](std::exception_ptr e, tpt::Outcome o) {
@@ -226,6 +237,67 @@ INSTANTIATE_TEST_SUITE_P(SpliceAndCopy, RelayModes, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& i) {
                              return std::string(i.param ? "Splice" : "Copy");
                          });
+
+// Segments a socket has received (tcpi_segs_in, which glibc's struct tcp_info predates; the
+// kernel's struct goes on from glibc's last field, and only ever grows).
+std::uint32_t segments_in(tcp::socket& s) {
+    struct {
+        tcp_info classic;
+        std::uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+        std::uint32_t segs_out, segs_in;
+    } info{};
+    socklen_t len = sizeof info;
+    EXPECT_EQ(::getsockopt(s.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len), 0);
+    EXPECT_EQ(len, sizeof info);
+    return info.segs_in;
+}
+
+// A response and the upstream's close that came together leave together: the bytes and our
+// FIN in one segment, not two (one packet per connection less for request/response traffic).
+TEST(Relay, BytesAndFinThatCameTogetherLeaveInOneSegment) {
+    const std::string response(1200, 'r');
+    std::uint32_t before = 0;
+    RelayHarness h(true, [&](RelayHarness& harness) {
+        net::write(harness.upstream(), net::buffer(response));
+        harness.upstream().shutdown(tcp::socket::shutdown_send);
+        before = segments_in(harness.client());
+    });
+    EXPECT_EQ(read_to_eof(h.client()), response);
+    EXPECT_EQ(segments_in(h.client()) - before, 1U);
+    h.client().shutdown(tcp::socket::shutdown_send);
+    EXPECT_EQ(read_to_eof(h.upstream()), "");
+    EXPECT_EQ(h.finish(), tpt::Outcome::ok);
+    EXPECT_EQ(h.counters().to_client, response.size());
+}
+
+// The same once the client's FIN has gone through: then the close carries the FIN.
+TEST(Relay, BytesAndFinAfterTheClientsFinLeaveInOneSegment) {
+    RelayHarness h;
+    h.client().shutdown(tcp::socket::shutdown_send);
+    EXPECT_EQ(read_to_eof(h.upstream()), "");
+    // Wait for the ACK of the client's FIN (the relay may delay it), so that it cannot ride
+    // on, or add to, the segments counted below.
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    tcp_info state{};
+    socklen_t len = sizeof state;
+    while (std::chrono::steady_clock::now() < deadline) {
+        ASSERT_EQ(::getsockopt(h.client().native_handle(), IPPROTO_TCP, TCP_INFO, &state, &len), 0);
+        if (state.tcpi_state == TCP_FIN_WAIT2) {
+            break;
+        }
+        std::this_thread::sleep_for(2ms);
+    }
+    ASSERT_EQ(state.tcpi_state, TCP_FIN_WAIT2);
+    const auto before = segments_in(h.client());
+    // The upstream's bytes and FIN in one segment too, so that the relay finds both at once.
+    const std::string response(1200, 's');
+    ASSERT_EQ(::send(h.upstream().native_handle(), response.data(), response.size(), MSG_MORE),
+              static_cast<ssize_t>(response.size()));
+    h.upstream().shutdown(tcp::socket::shutdown_send);
+    EXPECT_EQ(read_to_eof(h.client()), response);
+    EXPECT_EQ(segments_in(h.client()) - before, 1U);
+    EXPECT_EQ(h.finish(), tpt::Outcome::ok);
+}
 
 // Request/response traffic is copied: splicing a message costs more than copying it.
 TEST(Relay, SmallMessagesAreCopiedNotSpliced) {

@@ -1,8 +1,11 @@
 #include <chrono>
+#include <fcntl.h>
 #include <optional>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
 #include <tpt/upstream.hpp>
@@ -47,6 +50,47 @@ TEST(UpstreamConnect, ConnectsToAListeningAddress) {
     const auto r = connect_once({"127.0.0.1", port, false}, Family::any);
     EXPECT_EQ(r.outcome, tpt::Outcome::ok) << r.detail;
     EXPECT_EQ(r.peer.port(), port);
+}
+
+// The connected socket is the relay's: non-blocking and close-on-exec from socket(), Nagle
+// off, and usable by Asio's asynchronous operations (the CONNECT exchange uses them).
+TEST(UpstreamConnect, ConnectedSocketIsReadyForTheRelay) {
+    net::io_context io;
+    tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    tpt::upstream::Resolver resolver(io.get_executor());
+    tcp::socket socket(io);
+    std::optional<tpt::upstream::ConnectResult> result;
+    net::co_spawn(
+        io,
+        tpt::upstream::connect(socket, resolver, {"127.0.0.1", acc.local_endpoint().port(), false},
+                               Family::any, 60s, tpt::runtime::Clock::now() + 2s),
+        [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
+            EXPECT_FALSE(e);
+            result = std::move(r);
+        });
+    io.run_for(5s);
+    ASSERT_TRUE(result.has_value());
+    ASSERT_EQ(result->outcome, tpt::Outcome::ok) << result->detail;
+    const int fd = socket.native_handle();
+    EXPECT_NE(::fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+    EXPECT_NE(::fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+    tcp::no_delay nodelay;
+    socket.get_option(nodelay);
+    EXPECT_TRUE(nodelay.value());
+
+    tcp::socket server = acc.accept();
+    std::size_t sent = 0;
+    net::async_write(socket, net::buffer(std::string("ping")),
+                     [&](const boost::system::error_code& ec, std::size_t n) {
+                         EXPECT_FALSE(ec) << ec.message();
+                         sent = n;
+                     });
+    io.restart();
+    io.run_for(5s);
+    EXPECT_EQ(sent, 4U);
+    std::string got(4, '\0');
+    net::read(server, net::buffer(got));
+    EXPECT_EQ(got, "ping");
 }
 
 TEST(UpstreamConnect, ResolvesLocalhost) {

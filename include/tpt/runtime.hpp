@@ -15,6 +15,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/detail/socket_option.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/intrusive/list.hpp>
 
@@ -26,9 +27,29 @@ namespace tpt::runtime {
 namespace net = boost::asio;
 using Clock = std::chrono::steady_clock;
 
+using tcp = net::ip::tcp;
+
 // TCP_QUICKACK as a socket option. Off on a new connection, the ACK of the peer's first bytes
 // rides on the first bytes sent back (HAProxy's tcp-smart-accept/-connect): one packet less.
 using QuickAck = net::detail::socket_option::boolean<IPPROTO_TCP, TCP_QUICKACK>;
+
+// Sets TCP_NODELAY on and TCP_QUICKACK off on a listening socket, after listen() (which resets
+// the ACK state). Linux copies both into every connection it accepts: no call per connection.
+void tune_listener(tcp::acceptor& acceptor, boost::system::error_code& ec);
+
+// Tells Asio that a socket's descriptor is not shared (Asio assumes any descriptor it did not
+// open, accepted ones included, may be dup()ed, and deregisters it with EPOLL_CTL_DEL before
+// closing it) and, with `non_blocking`, that it is O_NONBLOCK already (so Asio's first
+// operation on it makes no ioctl). Reactor backends only; elsewhere it does nothing.
+void own_descriptor(tcp::socket& socket, bool non_blocking = false) noexcept;
+
+// Asio's implementation of a socket (its descriptor, reactor registration and state), which
+// basic_socket keeps protected. For the two functions above and the relay's edge waits.
+struct SocketAccess : tcp::socket {
+    static auto& implementation(tcp::socket& s) {
+        return (s.*(&SocketAccess::impl_)).get_implementation();
+    }
+};
 
 // Something that lives on a worker and wants a call once a second (a live tunnel: publish byte
 // counts, enforce idle_timeout, write stats lines) and a way to be closed at shutdown.

@@ -53,10 +53,6 @@ protected:
     ~Observer() = default;
 };
 
-// Tells Asio that an accepted socket's descriptor is not shared (Asio assumes any descriptor
-// it did not open may be dup()ed), so that closing it needs no EPOLL_CTL_DEL first.
-void own_descriptor(tcp::socket& socket) noexcept;
-
 struct StartOptions {
     bool local = false;         // both ends are loopback addresses (runtime::Worker::Splice)
     bool client_ended = false;  // an Asio read on the client already returned EOF

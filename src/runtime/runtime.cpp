@@ -55,6 +55,29 @@ void Pipe::close() noexcept {
     capacity_ = 0;
 }
 
+void tune_listener(tcp::acceptor& acceptor, boost::system::error_code& ec) {
+    acceptor.set_option(tcp::no_delay(true), ec);
+    if (!ec) {
+        acceptor.set_option(QuickAck(false), ec);
+    }
+}
+
+void own_descriptor(tcp::socket& socket, bool non_blocking) noexcept {
+#if !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && !defined(BOOST_ASIO_WINDOWS)
+    namespace ops = net::detail::socket_ops;
+    auto& state = SocketAccess::implementation(socket).state_;
+    state &= static_cast<ops::state_type>(~ops::possible_dup);
+    if (non_blocking) {
+        // Only Asio's own flag: its synchronous operations still wait (user_set_non_blocking
+        // would make them return would_block).
+        state |= ops::internal_non_blocking;
+    }
+#else
+    (void)socket;
+    (void)non_blocking;
+#endif
+}
+
 Worker::Worker(std::size_t index) : index_(index) {
     // Reserved up front so give_back() never allocates.
     pool_.reserve(max_pooled_chunks);

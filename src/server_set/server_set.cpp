@@ -88,6 +88,8 @@ public:
         }
         a.bind(ep);
         a.listen(net::socket_base::max_listen_connections);
+        boost::system::error_code ignored;  // latency and packet savings, not correctness
+        runtime::tune_listener(a, ignored);
     }
 
     void start() {
@@ -156,9 +158,6 @@ private:
             ctx_.live.fetch_add(1, std::memory_order_relaxed);
         }
         listen.second->connection_opened();
-        boost::system::error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-        socket.set_option(runtime::QuickAck(false), ignored);
         session::start(std::move(socket), peer, snap, index, listen, ctx_);
     }
 

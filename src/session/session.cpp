@@ -119,7 +119,7 @@ public:
           listen_(&listen),
           peer_(peer),
           start_(runtime::Clock::now()) {
-        tunnel::own_descriptor(client_);
+        runtime::own_descriptor(client_);
         ctx_.worker.add(*this);
     }
     Session(const Session&) = delete;

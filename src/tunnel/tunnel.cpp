@@ -59,7 +59,7 @@ struct Failure {
     }
 };
 
-enum class Io { ok, again, eof, error, unsupported };
+enum class Io : std::uint8_t { ok, again, eof, error, unsupported };
 
 struct IoResult {
     Io status;
@@ -119,7 +119,10 @@ struct Direction {
     bool done = false;
     bool stream = false;     // the last read filled a chunk: splice the next one
     bool copy_only = false;  // splice refused by these descriptors: chunks from now on
-    runtime::Pipe pipe;      // borrowed while bytes are in flight
+    // What the source said after the bytes in flight, acted on once they are written: ok
+    // (nothing yet), again, eof or error. See RelayCore::recv_in.
+    Io after = Io::ok;
+    runtime::Pipe pipe;  // borrowed while bytes are in flight
     std::unique_ptr<runtime::Chunk> chunk;
     std::size_t begin = 0;  // chunk bytes [begin, end) not yet written
     std::size_t end = 0;
@@ -127,6 +130,7 @@ struct Direction {
 
     std::size_t in_flight() const noexcept { return in_pipe + (end - begin); }
 };
+static_assert(sizeof(Direction) <= 88, "a tunnel's memory: bench/RESULTS.md, RSS per tunnel");
 
 class RelayCore;
 
@@ -172,18 +176,11 @@ private:
     Handler handler_;
 };
 
-// Reaches the socket's reactor registration, which basic_socket keeps protected.
-struct SocketAccess : tcp::socket {
-    static auto& implementation(tcp::socket& s) {
-        return (s.*(&SocketAccess::impl_)).get_implementation();
-    }
-};
-
 template <typename Handler>
 void edge_wait(net::detail::epoll_reactor& reactor, tcp::socket& socket, bool write,
                Handler handler) {
     using Op = EdgeWaitOp<Handler>;
-    auto& impl = SocketAccess::implementation(socket);
+    auto& impl = runtime::SocketAccess::implementation(socket);
     typename Op::ptr p = {std::addressof(handler), Op::ptr::allocate(handler), nullptr};
     p.p = new (p.v) Op(handler);
     // A closed socket (no registration) completes with bad_descriptor.
@@ -349,7 +346,7 @@ private:
                     yield(i);
                     break;
                 }
-                const auto r = fill(d);
+                const auto r = d.after != Io::ok ? std::exchange(d.after, Io::ok) : fill(d);
                 if (r == Io::again) {
                     release(d);
                     wait(i, false);
@@ -434,6 +431,21 @@ private:
             [&] { return ::recv(fd, d.chunk->data.data(), runtime::chunk_size, MSG_DONTWAIT); }));
         d.begin = 0;
         d.end = r.bytes;
+        if (r.status == Io::ok && d.end < runtime::chunk_size) {
+            // A short read emptied the socket's queue. Asking again before writing costs the
+            // read that would find EAGAIN after the write anyway, and when the peer's FIN came
+            // with the bytes (a response and its close), the bytes then leave with our FIN in
+            // one segment (drain's MSG_MORE, then the shutdown or close): a packet less.
+            const auto more = classify(no_eintr([&] {
+                return ::recv(fd, d.chunk->data.data() + d.end, runtime::chunk_size - d.end,
+                              MSG_DONTWAIT);
+            }));
+            if (more.status == Io::ok) {
+                d.end += more.bytes;  // the next fill goes on reading
+            } else {
+                d.after = more.status == Io::unsupported ? Io::error : more.status;
+            }
+        }
         return r.status == Io::unsupported ? Io::error : r.status;
     }
 
@@ -451,8 +463,10 @@ private:
             }
         } else {
             r = classify(no_eintr([&] {
+                // Before a FIN: held back until the shutdown or close adds it (see recv_in).
+                const int more = d.after == Io::eof ? MSG_MORE : 0;
                 return ::send(fd, d.chunk->data.data() + d.begin, d.end - d.begin,
-                              MSG_DONTWAIT | MSG_NOSIGNAL);
+                              MSG_DONTWAIT | MSG_NOSIGNAL | more);
             }));
             if (r.status == Io::ok) {
                 d.begin += r.bytes;
@@ -568,15 +582,6 @@ struct StartRelay {
 };
 
 }  // namespace
-
-void own_descriptor(tcp::socket& socket) noexcept {
-#if TPT_EDGE_WAIT
-    SocketAccess::implementation(socket).state_ &=
-        static_cast<net::detail::socket_ops::state_type>(~net::detail::socket_ops::possible_dup);
-#else
-    (void)socket;
-#endif
-}
 
 // Not coroutines themselves: the awaitable of the operation is returned as it is, so a tunnel
 // costs no extra coroutine frame.
