@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
@@ -91,6 +92,69 @@ TEST(UpstreamConnect, ConnectedSocketIsReadyForTheRelay) {
     std::string got(4, '\0');
     net::read(server, net::buffer(got));
     EXPECT_EQ(got, "ping");
+}
+
+// Arms a deadline as the session does: closes the socket when it passes.
+struct CountingDeadline final : tpt::upstream::BeforeWait {
+    CountingDeadline(net::io_context& io, tcp::socket& s) : timer(io), socket(s) {}
+    void operator()() override {
+        ++calls;
+        timer.expires_after(300ms);
+        timer.async_wait([this](const boost::system::error_code& ec) {
+            if (!ec) {
+                socket.close();
+            }
+        });
+    }
+    net::steady_timer timer;
+    tcp::socket& socket;
+    int calls = 0;
+};
+
+tpt::upstream::ConnectResult connect_with(net::io_context& io, tcp::socket& socket,
+                                          std::uint16_t port, CountingDeadline& deadline) {
+    tpt::upstream::Resolver resolver(io.get_executor());
+    std::optional<tpt::upstream::ConnectResult> result;
+    net::co_spawn(io,
+                  tpt::upstream::connect(socket, resolver, {"127.0.0.1", port, false}, Family::any,
+                                         60s, tpt::runtime::Clock::now() + 300ms, &deadline),
+                  [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
+                      EXPECT_FALSE(e);
+                      result = std::move(r);
+                  });
+    io.run_for(10s);
+    EXPECT_TRUE(result.has_value());
+    return result.value_or(tpt::upstream::ConnectResult{});
+}
+
+// A loopback handshake is over when connect() returns: no wait, so no deadline to arm.
+TEST(UpstreamConnect, ConnectThatNeedsNoWaitArmsNoDeadline) {
+    net::io_context io;
+    tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    tcp::socket socket(io);
+    CountingDeadline deadline(io, socket);
+    const auto r = connect_with(io, socket, acc.local_endpoint().port(), deadline);
+    EXPECT_EQ(r.outcome, tpt::Outcome::ok) << r.detail;
+    EXPECT_EQ(deadline.calls, 0);
+}
+
+// A listener whose accept queue is full drops SYNs: the connect waits, under the deadline
+// armed for it, and the deadline ends it as connect_timeout.
+TEST(UpstreamConnect, ConnectThatWaitsArmsTheDeadlineOnce) {
+    net::io_context io;
+    tcp::acceptor acc(io);
+    acc.open(tcp::v4());
+    acc.bind(tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    acc.listen(0);  // room for one connection, never accepted
+    tcp::socket first(io);
+    first.connect(acc.local_endpoint());
+    tcp::socket socket(io);
+    CountingDeadline deadline(io, socket);
+    const auto start = std::chrono::steady_clock::now();
+    const auto r = connect_with(io, socket, acc.local_endpoint().port(), deadline);
+    EXPECT_EQ(r.outcome, tpt::Outcome::connect_timeout) << r.detail;
+    EXPECT_EQ(deadline.calls, 1);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
 }
 
 TEST(UpstreamConnect, ResolvesLocalhost) {

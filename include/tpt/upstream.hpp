@@ -53,13 +53,29 @@ struct ConnectResult {
     std::string detail;  // resolver / socket error text for the log
 };
 
+// Told before a connect attempt waits (the caller arms its deadline then). Most connects to
+// an IP literal or a cached name over loopback or a fast network never wait: their
+// handshake is over when connect() returns, and they cost no timer.
+class BeforeWait {
+public:
+    virtual void operator()() = 0;
+
+protected:
+    BeforeWait() = default;
+    BeforeWait(const BeforeWait&) = default;
+    BeforeWait& operator=(const BeforeWait&) = default;
+    ~BeforeWait() = default;
+};
+
 // Connects `socket` (closed on entry) to the first address of hp that accepts, in resolver
 // order, all within `deadline`. A name that is not cached is resolved under a timer of its
 // own; the connect attempts are not: the caller closes `socket` when the deadline passes
-// (the session's one deadline timer), and an attempt that fails then is connect_timeout.
+// (the session's one deadline timer, armed when `before_wait` is called, if it is given),
+// and an attempt that fails then is connect_timeout.
 net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
                                       const address::HostPort& hp, address::Family family,
                                       std::chrono::milliseconds refresh,
-                                      runtime::Clock::time_point deadline);
+                                      runtime::Clock::time_point deadline,
+                                      BeforeWait* before_wait = nullptr);
 
 }  // namespace tpt::upstream

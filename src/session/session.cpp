@@ -208,6 +208,22 @@ private:
         }
     };
 
+    // Arms the connect deadline only if the connect waits (upstream::BeforeWait).
+    struct ArmBeforeWait final : upstream::BeforeWait {
+        ArmBeforeWait(Session& s, net::steady_timer& t, runtime::Clock::time_point at) noexcept
+            : session(s), timer(t), deadline(at) {}
+        void operator()() override {
+            if (!armed) {
+                armed = true;
+                session.arm(timer, deadline);
+            }
+        }
+        Session& session;
+        net::steady_timer& timer;
+        runtime::Clock::time_point deadline;
+        bool armed = false;
+    };
+
     void arm(net::steady_timer& timer, runtime::Clock::time_point at) {
         ++deadline_generation_;
         timer.expires_at(at);  // cancels the previous wait, if any
@@ -352,10 +368,13 @@ private:
         const auto connect_start = runtime::Clock::now();
         const auto deadline = connect_start + timeout;
         const config::Upstream& up = *route.target;
-        arm(deadline_timer, deadline);
-        auto connected = co_await upstream::connect(upstream_, ctx_.resolver, up.address, up.family,
-                                                    snap_->config->resolve_interval, deadline);
-        disarm(deadline_timer);
+        ArmBeforeWait arm_deadline(*this, deadline_timer, deadline);
+        auto connected =
+            co_await upstream::connect(upstream_, ctx_.resolver, up.address, up.family,
+                                       snap_->config->resolve_interval, deadline, &arm_deadline);
+        if (arm_deadline.armed) {
+            disarm(deadline_timer);
+        }
         if (expired_ && connected.outcome == Outcome::ok) {
             // Connected as the deadline closed the socket: too late all the same.
             connected.outcome = Outcome::connect_timeout;

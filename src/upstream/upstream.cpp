@@ -52,8 +52,8 @@ boost::system::error_code socket_error(int fd) {
 //   add EPOLLOUT to the registration (after which every ACK would wake the worker), no
 //   reactor round, no SO_ERROR. Otherwise the socket waits to be writable and SO_ERROR says
 //   how the connect ended.
-net::awaitable<boost::system::error_code> connect_one(tcp::socket& socket,
-                                                      const tcp::endpoint& ep) {
+net::awaitable<boost::system::error_code> connect_one(tcp::socket& socket, const tcp::endpoint& ep,
+                                                      BeforeWait* before_wait) {
     const int fd =
         ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0) {
@@ -85,6 +85,9 @@ net::awaitable<boost::system::error_code> connect_one(tcp::socket& socket,
         }
         const auto error = socket_error(fd);
         co_return error ? error : errno_code(ECONNRESET);
+    }
+    if (before_wait != nullptr) {
+        (*before_wait)();
     }
     auto [wait_ec] = co_await socket.async_wait(tcp::socket::wait_write, use_tuple);
     if (wait_ec) {
@@ -151,7 +154,8 @@ net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
 net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
                                       const address::HostPort& hp, address::Family family,
                                       std::chrono::milliseconds refresh,
-                                      runtime::Clock::time_point deadline) {
+                                      runtime::Clock::time_point deadline,
+                                      BeforeWait* before_wait) {
     ConnectResult result;
     // Literals and cached names (nearly every connection) cost no timer and no frame.
     auto answer = resolver.at_once(hp, family, refresh);
@@ -181,7 +185,7 @@ net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
             result.detail = "timed out connecting to " + hp.host;
             co_return result;
         }
-        const auto ec = co_await connect_one(socket, ep);
+        const auto ec = co_await connect_one(socket, ep, before_wait);
         if (!ec) {
             result.outcome = Outcome::ok;
             result.peer = ep;
