@@ -517,6 +517,33 @@ def test_refused_upstream_closes_client_and_is_logged_and_counted(tpt):
                          "reason": "connect_refused"}) == 1
 
 
+def test_server_first_protocol_gets_its_greeting_at_once(tpt, peers):
+    """A plain listener connects upstream as soon as it accepts, with TCP_QUICKACK off, so the
+    handshake's last ACK waits to ride on the client's first bytes. A server-first protocol
+    (SMTP, MySQL) has none: tpt must send that ACK itself, or the server cannot accept the
+    connection, and greet, before the kernel's delayed-ACK timer (200 ms)."""
+    greeting = b"220 mail.example.com ESMTP\r\n"
+
+    def greet(conn):
+        conn.sendall(greeting)
+        return recv_all(conn)
+
+    mail = peers.tcp(greet)
+    port = free_port()
+    proc = tpt(config_text({"smtp": {"listen": [f"127.0.0.1:{port}"], "default": "mail"}},
+                           {"mail": f"tcp://{mail.address}"}))
+    waits = []
+    for _ in range(5):
+        start = time.monotonic()
+        with connect(port) as s:
+            assert recv_exactly(s, len(greeting)) == greeting
+            waits.append(time.monotonic() - start)
+            s.sendall(b"QUIT\r\n")
+            s.shutdown(socket.SHUT_WR)
+    assert sorted(waits)[2] < 0.1, f"greeting after {waits} s"
+    assert all(r["result"] == "ok" for r in wait_access(proc, count=5))
+
+
 def test_unanswered_connect_times_out_at_connect_timeout(tpt):
     """An upstream whose accept queue is full drops every SYN: the connect never completes,
     and tpt closes the client at the route's connect_timeout (SPEC §4.5)."""

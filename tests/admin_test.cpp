@@ -288,6 +288,15 @@ TEST_F(Admin, HeadGivesTheHeadersWithoutTheBody) {
     EXPECT_TRUE(raw.ends_with("\r\n\r\n")) << raw;
 }
 
+// No liveness check wired: /healthz says 503.
+TEST_F(Admin, HealthzWithoutALivenessCheckIs503) {
+    auto h = std::make_shared<Handlers>(*handlers);
+    h->alive = nullptr;
+    handlers = std::move(h);
+    start();
+    EXPECT_EQ(request(get("/healthz")).result_int(), 503U);
+}
+
 TEST_F(Admin, ProbesAnswer503WhenDown) {
     start();
     ready = false;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <poll.h>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -448,6 +449,48 @@ TEST(Observed, DestroyingTheContextReportsAbandoned) {
     }
     EXPECT_TRUE(rec.abandoned_called);
     EXPECT_EQ(rec.calls, 0);
+}
+
+// Whether a listening socket has a connection to accept within `wait`.
+bool acceptable_within(tcp::acceptor& acc, std::chrono::milliseconds wait) {
+    pollfd p{acc.native_handle(), POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(wait.count())) == 1;
+}
+
+// An upstream connected with TCP_QUICKACK off holds the handshake's last ACK back, so the
+// server cannot accept the connection yet. A client with nothing to say (server-first
+// protocols) must not leave it so until the delayed-ACK timer (200 ms): the relay sends it.
+TEST(Observed, HeldHandshakeAckIsSentWhenTheClientIsSilent) {
+    tpt::runtime::Worker worker(0);
+    Pair client = make_pair(worker.context());
+    tcp::acceptor server(worker.context(), tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    tcp::socket upstream(worker.context());
+    upstream.open(tcp::v4());
+    const int off = 0;
+    ASSERT_EQ(::setsockopt(upstream.native_handle(), IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off),
+              0);
+    upstream.connect(server.local_endpoint());
+    ASSERT_FALSE(acceptable_within(server, 50ms));  // the ACK is held back
+
+    tpt::tunnel::Counters counters;
+    Recorder rec;
+    rec.a = &client.b;
+    rec.b = &upstream;
+    tpt::tunnel::start(client.b, &upstream, {.upstream_ack_held = true}, worker, counters, rec);
+    std::thread t([&] { worker.context().run(); });
+    // Well inside the 200 ms the kernel would wait (less the 50 ms above).
+    EXPECT_TRUE(acceptable_within(server, 100ms));
+    tcp::socket accepted = server.accept();
+    net::write(accepted, net::buffer(std::string("220 hello\r\n")));
+    std::string greeting(11, '\0');
+    net::read(client.a, net::buffer(greeting));
+    EXPECT_EQ(greeting, "220 hello\r\n");
+    client.a.shutdown(tcp::socket::shutdown_send);
+    accepted.shutdown(tcp::socket::shutdown_send);
+    EXPECT_EQ(read_to_eof(accepted), "");
+    EXPECT_EQ(read_to_eof(client.a), "");
+    t.join();
+    EXPECT_EQ(rec.outcome, tpt::Outcome::ok);
 }
 
 TEST(Worker, LendsNonBlockingPipesAndTakesEmptyOnesBack) {

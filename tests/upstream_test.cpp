@@ -61,14 +61,15 @@ TEST(UpstreamConnect, ConnectedSocketIsReadyForTheRelay) {
     tpt::upstream::Resolver resolver(io.get_executor());
     tcp::socket socket(io);
     std::optional<tpt::upstream::ConnectResult> result;
-    net::co_spawn(
-        io,
-        tpt::upstream::connect(socket, resolver, {"127.0.0.1", acc.local_endpoint().port(), false},
-                               Family::any, 60s, tpt::runtime::Clock::now() + 2s),
-        [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
-            EXPECT_FALSE(e);
-            result = std::move(r);
-        });
+    // Named: the coroutine refers to it until it ends.
+    const HostPort hp{"127.0.0.1", acc.local_endpoint().port(), false};
+    net::co_spawn(io,
+                  tpt::upstream::connect(socket, resolver, hp, Family::any, 60s,
+                                         tpt::runtime::Clock::now() + 2s),
+                  [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
+                      EXPECT_FALSE(e);
+                      result = std::move(r);
+                  });
     io.run_for(5s);
     ASSERT_TRUE(result.has_value());
     ASSERT_EQ(result->outcome, tpt::Outcome::ok) << result->detail;
@@ -115,9 +116,10 @@ tpt::upstream::ConnectResult connect_with(net::io_context& io, tcp::socket& sock
                                           std::uint16_t port, CountingDeadline& deadline) {
     tpt::upstream::Resolver resolver(io.get_executor());
     std::optional<tpt::upstream::ConnectResult> result;
+    const HostPort hp{"127.0.0.1", port, false};  // the coroutine refers to it until it ends
     net::co_spawn(io,
-                  tpt::upstream::connect(socket, resolver, {"127.0.0.1", port, false}, Family::any,
-                                         60s, tpt::runtime::Clock::now() + 300ms, &deadline),
+                  tpt::upstream::connect(socket, resolver, hp, Family::any, 60s,
+                                         tpt::runtime::Clock::now() + 300ms, &deadline),
                   [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
                       EXPECT_FALSE(e);
                       result = std::move(r);
@@ -155,6 +157,93 @@ TEST(UpstreamConnect, ConnectThatWaitsArmsTheDeadlineOnce) {
     EXPECT_EQ(r.outcome, tpt::Outcome::connect_timeout) << r.detail;
     EXPECT_EQ(deadline.calls, 1);
     EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+// What the session's at-once path relies on: on loopback the handshake is over when
+// start_connect() returns.
+TEST(StartConnect, ToALoopbackListenerIsOverAtOnce) {
+    net::io_context io;
+    tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    tcp::socket socket(io);
+    const auto started = tpt::upstream::start_connect(socket, acc.local_endpoint());
+    EXPECT_FALSE(started.in_progress);
+    EXPECT_FALSE(started.ec) << started.ec.message();
+    EXPECT_TRUE(socket.is_open());
+}
+
+TEST(StartConnect, ToAClosedPortFailsAtOnce) {
+    net::io_context io;
+    tcp::socket socket(io);
+    const auto started = tpt::upstream::start_connect(
+        socket, tcp::endpoint(net::ip::make_address("127.0.0.1"), closed_port()));
+    EXPECT_FALSE(started.in_progress);
+    EXPECT_EQ(started.ec, net::error::connection_refused) << started.ec.message();
+}
+
+// An attempt the caller left in progress is waited for on its own socket, not started again.
+TEST(UpstreamConnect, FirstAttemptInProgressIsFinishedNotStartedAgain) {
+    net::io_context io;
+    tcp::acceptor acc(io);
+    acc.open(tcp::v4());
+    acc.bind(tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    acc.listen(0);  // room for one connection, never accepted: further SYNs are dropped
+    tcp::socket queued(io);
+    queued.connect(acc.local_endpoint());
+    tcp::socket socket(io);
+    const tpt::upstream::FirstAttempt first{
+        acc.local_endpoint(), tpt::upstream::start_connect(socket, acc.local_endpoint())};
+    ASSERT_TRUE(first.started.in_progress);
+    const int started_fd = socket.native_handle();
+    CountingDeadline deadline(io, socket);
+    const HostPort hp{"127.0.0.1", acc.local_endpoint().port(), false};
+    std::optional<tpt::upstream::ConnectResult> result;
+    int waited_fd = -1;
+    struct Recorder final : tpt::upstream::BeforeWait {
+        CountingDeadline& inner;
+        tcp::socket& socket;
+        int& fd;
+        Recorder(CountingDeadline& d, tcp::socket& s, int& f) : inner(d), socket(s), fd(f) {}
+        void operator()() override {
+            fd = socket.native_handle();
+            inner();
+        }
+    } recorder(deadline, socket, waited_fd);
+    tpt::upstream::Resolver resolver(io.get_executor());
+    net::co_spawn(io,
+                  tpt::upstream::connect(socket, resolver, hp, Family::any, 60s,
+                                         tpt::runtime::Clock::now() + 300ms, &recorder, &first),
+                  [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
+                      EXPECT_FALSE(e);
+                      result = std::move(r);
+                  });
+    io.run_for(10s);
+    ASSERT_TRUE(result.has_value());
+    EXPECT_EQ(result->outcome, tpt::Outcome::connect_timeout) << result->detail;
+    EXPECT_EQ(deadline.calls, 1);
+    EXPECT_EQ(waited_fd, started_fd);
+}
+
+// An attempt the caller saw fail counts as the first address's: its error is reported.
+TEST(UpstreamConnect, FirstAttemptThatFailedIsReportedAsTheFirstAddress) {
+    net::io_context io;
+    const tcp::endpoint dead(net::ip::make_address("127.0.0.1"), closed_port());
+    tcp::socket socket(io);
+    const tpt::upstream::FirstAttempt first{dead, tpt::upstream::start_connect(socket, dead)};
+    ASSERT_TRUE(first.started.ec);
+    const HostPort hp{"127.0.0.1", dead.port(), false};
+    tpt::upstream::Resolver resolver(io.get_executor());
+    std::optional<tpt::upstream::ConnectResult> result;
+    net::co_spawn(io,
+                  tpt::upstream::connect(socket, resolver, hp, Family::any, 60s,
+                                         tpt::runtime::Clock::now() + 2s, nullptr, &first),
+                  [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
+                      EXPECT_FALSE(e);
+                      result = std::move(r);
+                  });
+    io.run_for(10s);
+    ASSERT_TRUE(result.has_value());
+    EXPECT_EQ(result->outcome, tpt::Outcome::connect_refused);
+    EXPECT_NE(result->detail.find("127.0.0.1: "), std::string::npos) << result->detail;
 }
 
 TEST(UpstreamConnect, ResolvesLocalhost) {

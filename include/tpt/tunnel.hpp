@@ -56,6 +56,12 @@ protected:
 struct StartOptions {
     bool local = false;         // both ends are loopback addresses (runtime::Worker::Splice)
     bool client_ended = false;  // an Asio read on the client already returned EOF
+    // The upstream connect turned TCP_QUICKACK off (upstream::start_connect) and nothing was
+    // written to the upstream yet, so the handshake's last ACK is still held back: it rides
+    // on the client's first bytes. If the client has nothing to say when the relay starts (a
+    // server-first protocol: SMTP, MySQL), the relay sends that ACK at once, or the server
+    // would not accept the connection before the delayed-ACK timer (200 ms).
+    bool upstream_ack_held = false;
 };
 
 // relay() (upstream != nullptr) or echo() (upstream == nullptr), reported to `observer`.

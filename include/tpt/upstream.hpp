@@ -53,6 +53,15 @@ struct ConnectResult {
     std::string detail;  // resolver / socket error text for the log
 };
 
+// The part of one connect attempt that does not wait. Opens `socket` (closed on entry) and
+// starts connecting it to ep; in_progress: still connecting (wait until writable, then
+// SO_ERROR says how it ended), else `ec` says how it ended (empty: connected).
+struct Started {
+    boost::system::error_code ec;
+    bool in_progress = false;
+};
+Started start_connect(tcp::socket& socket, const tcp::endpoint& ep);
+
 // Told before a connect attempt waits (the caller arms its deadline then). Most connects to
 // an IP literal or a cached name over loopback or a fast network never wait: their
 // handshake is over when connect() returns, and they cost no timer.
@@ -67,15 +76,24 @@ protected:
     ~BeforeWait() = default;
 };
 
-// Connects `socket` (closed on entry) to the first address of hp that accepts, in resolver
-// order, all within `deadline`. A name that is not cached is resolved under a timer of its
-// own; the connect attempts are not: the caller closes `socket` when the deadline passes
-// (the session's one deadline timer, armed when `before_wait` is called, if it is given),
-// and an attempt that fails then is connect_timeout.
+// An attempt the caller started itself, with start_connect() on the first address of
+// Resolver::at_once()'s answer, and hands to connect() to finish.
+struct FirstAttempt {
+    tcp::endpoint endpoint;
+    Started started;
+};
+
+// Connects `socket` (closed on entry, unless `first` left an attempt on it) to the first
+// address of hp that accepts, in resolver order, all within `deadline`. A name that is not
+// cached is resolved under a timer of its own; the connect attempts are not: the caller
+// closes `socket` when the deadline passes (the session's one deadline timer, armed when
+// `before_wait` is called, if it is given), and an attempt that fails then is
+// connect_timeout. `hp`, `before_wait` and `first` must outlive the coroutine.
 net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
                                       const address::HostPort& hp, address::Family family,
                                       std::chrono::milliseconds refresh,
                                       runtime::Clock::time_point deadline,
-                                      BeforeWait* before_wait = nullptr);
+                                      BeforeWait* before_wait = nullptr,
+                                      const FirstAttempt* first = nullptr);
 
 }  // namespace tpt::upstream

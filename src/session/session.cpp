@@ -141,7 +141,12 @@ public:
         auto* s =
             new Session(std::move(client), peer, std::move(snapshot), server_index, listen, ctx);
         Hold hold(*s);
-        net::co_spawn(ctx.worker.executor(), s->establish(), PhasesDone{std::move(hold)});
+        std::optional<upstream::FirstAttempt> first;
+        if (s->establish_at_once(first)) {
+            return;
+        }
+        net::co_spawn(ctx.worker.executor(), s->establish(std::move(first)),
+                      PhasesDone{std::move(hold)});
     }
 
     void retain() noexcept { ++holds_; }
@@ -255,6 +260,7 @@ private:
         tunnel::StartOptions options;
         options.local = peer_.address().is_loopback() && upstream_loopback_;
         options.client_ended = client_ended_;
+        options.upstream_ack_held = upstream_ack_held_;
         tunnel::start(client_, r.next == Next::relay ? &upstream_ : nullptr, options, ctx_.worker,
                       counters_, *this);
     }
@@ -296,8 +302,61 @@ private:
         route_metrics_->connection_opened();
     }
 
+    // The phases without a coroutine, in the common case that needs no wait: a server that
+    // reads nothing first (no `tls`), whose route goes straight to an upstream whose address
+    // is known now (an IP literal or a cached name), connected within the connect() call
+    // (loopback, a near peer). This spares the coroutine's frames and its completion's trip
+    // through the worker's queue (bench/RESULTS.md). True: the relay runs. False, having
+    // done nothing but maybe start the connect, whose attempt is then left in `first`:
+    // establish() does the phases and finishes that attempt instead of starting another.
+    bool establish_at_once(std::optional<upstream::FirstAttempt>& first) {
+        if (srv_.server->tls) {
+            return false;
+        }
+        const routing::Route& route = srv_.table->match(std::nullopt);
+        if (route.target == nullptr || through_proxy(route)) {
+            return false;
+        }
+        const config::Upstream& up = *route.target;
+        const auto answer =
+            ctx_.resolver.at_once(up.address, up.family, snap_->config->resolve_interval);
+        if (!answer || answer->endpoints.empty()) {
+            return false;
+        }
+        const auto connect_start = runtime::Clock::now();
+        const tcp::endpoint& ep = answer->endpoints.front();
+        const auto started = upstream::start_connect(upstream_, ep);
+        if (started.in_progress || started.ec) {
+            first = upstream::FirstAttempt{ep, started};
+            return false;
+        }
+        choose(route);
+        upstream_loopback_ = ep.address().is_loopback();
+        upstream_ack_held_ = true;  // nothing to write upstream before the relay
+        observe_connect(connect_start);
+        ready_to_relay();
+        established(nullptr, Established{Outcome::ok, Next::relay});
+        return true;
+    }
+
+    static bool through_proxy(const routing::Route& route) noexcept {
+        return route.via != nullptr && !route.via->is_direct();
+    }
+
+    void observe_connect(runtime::Clock::time_point connect_start) {
+        route_metrics_->observe_connect_seconds(
+            std::chrono::duration<double>(runtime::Clock::now() - connect_start).count());
+    }
+
+    void ready_to_relay() {
+        last_stats_ = runtime::Clock::now();
+        counters_.last_activity = last_stats_;
+        relaying_ = true;
+    }
+
     // Every phase before the relay: ClientHello, route, connect, CONNECT, first bytes.
-    net::awaitable<Established> establish() {
+    // `first`: see establish_at_once().
+    net::awaitable<Established> establish(std::optional<upstream::FirstAttempt> first) {
         const config::Server& server = *srv_.server;
         net::steady_timer deadline(client_.get_executor());
         HelloRead hello;
@@ -343,15 +402,15 @@ private:
             co_await admin::serve(std::move(client_), snap_->admin_handlers);
             co_return Established{Outcome::ok};
         }
-        co_return co_await to_upstream(route, hello, deadline);
+        co_return co_await to_upstream(route, hello, deadline, first ? &*first : nullptr);
     }
 
     net::awaitable<Established> to_upstream(const routing::Route& route, HelloRead& hello,
-                                            net::steady_timer& deadline_timer) {
+                                            net::steady_timer& deadline_timer,
+                                            const upstream::FirstAttempt* first) {
         const config::Via* via = route.via;
-        const bool through_proxy = via != nullptr && !via->is_direct();
         std::string target;
-        if (through_proxy) {
+        if (through_proxy(route)) {
             // SPEC §4.4; the SNI was validated as a host name by the parser, so it is safe in
             // a request line (SPEC §9).
             if (via->use_sni_as_target && hello.sni) {
@@ -369,9 +428,9 @@ private:
         const auto deadline = connect_start + timeout;
         const config::Upstream& up = *route.target;
         ArmBeforeWait arm_deadline(*this, deadline_timer, deadline);
-        auto connected =
-            co_await upstream::connect(upstream_, ctx_.resolver, up.address, up.family,
-                                       snap_->config->resolve_interval, deadline, &arm_deadline);
+        auto connected = co_await upstream::connect(upstream_, ctx_.resolver, up.address, up.family,
+                                                    snap_->config->resolve_interval, deadline,
+                                                    &arm_deadline, first);
         if (arm_deadline.armed) {
             disarm(deadline_timer);
         }
@@ -391,7 +450,7 @@ private:
             co_return Established{connected.outcome};
         }
         std::vector<std::uint8_t> leftover;
-        if (through_proxy) {
+        if (through_proxy(route)) {
             std::vector<std::pair<std::string, std::string>> headers;
             headers.reserve(via->headers.size());
             for (const auto& h : via->headers) {
@@ -414,8 +473,7 @@ private:
             }
             leftover = std::move(hs.leftover);
         }
-        route_metrics_->observe_connect_seconds(
-            std::chrono::duration<double>(runtime::Clock::now() - connect_start).count());
+        observe_connect(connect_start);
 
         // SPEC §4.6: the bytes read before routing go first, unchanged.
         if (!hello.bytes.empty()) {
@@ -438,9 +496,9 @@ private:
             boost::system::error_code ignored;
             upstream_.shutdown(tcp::socket::shutdown_send, ignored);
         }
-        last_stats_ = runtime::Clock::now();
-        counters_.last_activity = last_stats_;
-        relaying_ = true;
+        // Bytes written above (the hello, the CONNECT request) carried the handshake's ACK.
+        upstream_ack_held_ = hello.bytes.empty() && !through_proxy(route);
+        ready_to_relay();
         co_return Established{Outcome::ok, Next::relay};
     }
 
@@ -500,8 +558,9 @@ private:
     std::optional<Outcome> aborted_;
     bool relaying_ = false;
     bool expired_ = false;
-    bool upstream_loopback_ = true;  // echo: the client is both ends
-    bool client_ended_ = false;      // the hello read found the client's EOF
+    bool upstream_loopback_ = true;   // echo: the client is both ends
+    bool client_ended_ = false;       // the hello read found the client's EOF
+    bool upstream_ack_held_ = false;  // see tunnel::StartOptions::upstream_ack_held
 };
 
 Hold::Hold(Session& s) noexcept : s_(&s) {

@@ -250,7 +250,8 @@ public:
     // completes at once and the direction reads what came before the relay. The exception is
     // a client whose EOF a read before the relay already consumed (`client_ended`): no edge
     // will come for it, so its direction reads at once instead (posted: never inline).
-    void start(bool client_ended) {
+    void start(bool client_ended, bool upstream_ack_held) {
+        ack_held_ = upstream_ack_held && ndirs_ == 2;
         block_sigpipe_on_this_thread();
         // The analyzer assumes a wait may complete (and free this) inline; neither a post nor
         // a reactor operation ever does.
@@ -385,6 +386,15 @@ private:
         if (moved != 0) {
             counters_.last_activity = runtime::Clock::now();
         }
+        if (ack_held_ && d.from_client) {
+            // The client direction's first run (StartOptions::upstream_ack_held): bytes sent
+            // upstream carried the ACK, a FIN or a close did too; otherwise send it now.
+            ack_held_ = false;
+            if (moved == 0 && !d.done) {
+                boost::system::error_code ignored;
+                d.to->set_option(runtime::QuickAck(true), ignored);  // sends a pending ACK
+            }
+        }
     }
 
     // Reads what `from` has into the pipe (or chunk). ok, again, eof or error.
@@ -508,7 +518,8 @@ private:
     Failure failure_;
     std::array<Direction, 2> dirs_;
     std::uint8_t ndirs_ = 0;
-    bool splice_ = false;  // streams may be spliced (runtime::Worker::Splice)
+    bool splice_ = false;    // streams may be spliced (runtime::Worker::Splice)
+    bool ack_held_ = false;  // StartOptions::upstream_ack_held, until the client's first run
     std::size_t pending_ = 0;
 };
 
@@ -577,7 +588,7 @@ struct StartRelay {
     void operator()(Handler&& handler) const {
         auto* op = new RelayOp<std::decay_t<Handler>>(std::forward<Handler>(handler), *client,
                                                       upstream, *worker, *counters);
-        op->start(false);  // never completes inline: the first event is always a wait
+        op->start(false, false);  // never completes inline: the first event is a wait
     }
 };
 
@@ -599,7 +610,8 @@ net::awaitable<Outcome> echo(tcp::socket& client, runtime::Worker& worker, Count
 void start(tcp::socket& client, tcp::socket* upstream, const StartOptions& options,
            runtime::Worker& worker, Counters& counters, Observer& observer) {
     auto* op = new ObservedRelay(observer, client, upstream, options.local, worker, counters);
-    op->start(options.client_ended);  // never completes inline: the first event is a wait
+    // Never completes inline: the first event is a wait.
+    op->start(options.client_ended, options.upstream_ack_held);
 }
 
 }  // namespace tpt::tunnel

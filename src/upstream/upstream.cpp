@@ -43,49 +43,10 @@ boost::system::error_code socket_error(int fd) {
     return errno_code(error);
 }
 
-// One non-blocking connect, in fewer system calls than Asio's open() and async_connect():
-// - SOCK_NONBLOCK at socket(): no ioctl;
-// - TCP_NODELAY, and TCP_QUICKACK off, before connect: the handshake's last ACK rides on the
-//   first bytes sent (HAProxy's tcp-smart-connect), one packet less;
-// - a poll() without waiting right after EINPROGRESS. On loopback, and to any peer that
-//   answers the SYN within the connect() call, the handshake is already over: no epoll_ctl to
-//   add EPOLLOUT to the registration (after which every ACK would wake the worker), no
-//   reactor round, no SO_ERROR. Otherwise the socket waits to be writable and SO_ERROR says
-//   how the connect ended.
-net::awaitable<boost::system::error_code> connect_one(tcp::socket& socket, const tcp::endpoint& ep,
-                                                      BeforeWait* before_wait) {
-    const int fd =
-        ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-    if (fd < 0) {
-        co_return errno_code(errno);
-    }
-    const int on = 1;
-    const int off = 0;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off);
-    const int rc = ::connect(fd, ep.data(), static_cast<socklen_t>(ep.size()));
-    const int connect_errno = rc == 0 ? 0 : errno;
-    boost::system::error_code ec;
-    socket.assign(ep.protocol(), fd, ec);  // from here on the socket owns the descriptor
-    if (ec) {
-        ::close(fd);
-        co_return ec;
-    }
-    runtime::own_descriptor(socket, true);
-    if (rc == 0) {
-        co_return ec;
-    }
-    if (connect_errno != EINPROGRESS && connect_errno != EINTR) {  // EINTR: it goes on
-        co_return errno_code(connect_errno);
-    }
-    pollfd ready{fd, POLLOUT, 0};
-    if (::poll(&ready, 1, 0) == 1) {
-        if ((ready.revents & (POLLERR | POLLHUP)) == 0) {
-            co_return ec;
-        }
-        const auto error = socket_error(fd);
-        co_return error ? error : errno_code(ECONNRESET);
-    }
+// The wait of an attempt that start_connect() left in progress: until the socket is writable
+// (or the caller's deadline closes it), then SO_ERROR says how the connect ended.
+net::awaitable<boost::system::error_code> finish_connect(tcp::socket& socket,
+                                                         BeforeWait* before_wait) {
     if (before_wait != nullptr) {
         (*before_wait)();
     }
@@ -93,9 +54,56 @@ net::awaitable<boost::system::error_code> connect_one(tcp::socket& socket, const
     if (wait_ec) {
         co_return wait_ec;
     }
-    co_return socket_error(fd);
+    co_return socket_error(socket.native_handle());
 }
 }  // namespace
+
+// In fewer system calls than Asio's open() and async_connect():
+// - SOCK_NONBLOCK at socket(): no ioctl;
+// - TCP_NODELAY, and TCP_QUICKACK off, before connect: the handshake's last ACK rides on the
+//   first bytes sent (HAProxy's tcp-smart-connect), one packet less;
+// - a poll() without waiting right after EINPROGRESS. On loopback, and to any peer that
+//   answers the SYN within the connect() call, the handshake is already over: no epoll_ctl to
+//   add EPOLLOUT to the registration (after which every ACK would wake the worker), no
+//   reactor round, no SO_ERROR.
+Started start_connect(tcp::socket& socket, const tcp::endpoint& ep) {
+    Started r;
+    const int fd =
+        ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) {
+        r.ec = errno_code(errno);
+        return r;
+    }
+    const int on = 1;
+    const int off = 0;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off);
+    const int rc = ::connect(fd, ep.data(), static_cast<socklen_t>(ep.size()));
+    const int connect_errno = rc == 0 ? 0 : errno;
+    socket.assign(ep.protocol(), fd, r.ec);  // from here on the socket owns the descriptor
+    if (r.ec) {
+        ::close(fd);
+        return r;
+    }
+    runtime::own_descriptor(socket, true);
+    if (rc == 0) {
+        return r;
+    }
+    if (connect_errno != EINPROGRESS && connect_errno != EINTR) {  // EINTR: it goes on
+        r.ec = errno_code(connect_errno);
+        return r;
+    }
+    pollfd ready{fd, POLLOUT, 0};
+    if (::poll(&ready, 1, 0) == 1) {
+        if ((ready.revents & (POLLERR | POLLHUP)) != 0) {
+            const auto error = socket_error(fd);
+            r.ec = error ? error : errno_code(ECONNRESET);
+        }
+        return r;
+    }
+    r.in_progress = true;
+    return r;
+}
 
 std::optional<Resolver::Answer> Resolver::at_once(const address::HostPort& hp,
                                                   address::Family family,
@@ -154,8 +162,8 @@ net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
 net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
                                       const address::HostPort& hp, address::Family family,
                                       std::chrono::milliseconds refresh,
-                                      runtime::Clock::time_point deadline,
-                                      BeforeWait* before_wait) {
+                                      runtime::Clock::time_point deadline, BeforeWait* before_wait,
+                                      const FirstAttempt* first) {
     ConnectResult result;
     // Literals and cached names (nearly every connection) cost no timer and no frame.
     auto answer = resolver.at_once(hp, family, refresh);
@@ -178,14 +186,29 @@ net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
     }
     result.outcome = Outcome::connect_refused;
     boost::system::error_code ignored;
-    for (const auto& ep : answer->endpoints) {
-        socket.close(ignored);
-        if (runtime::Clock::now() >= deadline) {
-            result.outcome = Outcome::connect_timeout;
-            result.detail = "timed out connecting to " + hp.host;
-            co_return result;
+    for (std::size_t i = 0; i < answer->endpoints.size(); ++i) {
+        const auto& ep = answer->endpoints[i];
+        boost::system::error_code ec;
+        if (i == 0 && first != nullptr && first->endpoint == ep) {
+            // Started by the caller on this very address: finished, not started again.
+            // Not `?:` around co_await: GCC 12 ran the co_await in the branch not taken.
+            ec = first->started.ec;
+            if (first->started.in_progress) {
+                ec = co_await finish_connect(socket, before_wait);
+            }
+        } else {
+            socket.close(ignored);
+            if (runtime::Clock::now() >= deadline) {
+                result.outcome = Outcome::connect_timeout;
+                result.detail = "timed out connecting to " + hp.host;
+                co_return result;
+            }
+            const auto started = start_connect(socket, ep);
+            ec = started.ec;
+            if (started.in_progress) {
+                ec = co_await finish_connect(socket, before_wait);
+            }
         }
-        const auto ec = co_await connect_one(socket, ep, before_wait);
         if (!ec) {
             result.outcome = Outcome::ok;
             result.peer = ep;
