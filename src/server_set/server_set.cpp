@@ -133,7 +133,10 @@ private:
     }
 
     void dispatch(tcp::socket socket, const tcp::endpoint& peer) {
-        const session::SnapshotPtr snap = *current_;
+        // A reference: the slot changes only by a post to this worker, never during this call,
+        // and the session's copy is the one count the connection takes (the count is shared
+        // with the other workers, so each change moves its cache line between cores).
+        const session::SnapshotPtr& snap = *current_;
         if (!snap) {
             return;
         }
