@@ -28,6 +28,18 @@ int int_option(int fd, int level, int name) {
     return value;
 }
 
+// A connection accepted by `acc` (tuned or not), with its peer kept open.
+struct Accepted {
+    tcp::socket peer;
+    tcp::socket socket;
+};
+Accepted accept_one(net::io_context& io, tcp::acceptor& acc) {
+    tcp::socket peer(io);
+    peer.connect(acc.local_endpoint());
+    tcp::socket socket = acc.accept();
+    return {std::move(peer), std::move(socket)};
+}
+
 // The session sets no option on an accepted connection: it relies on Linux copying them from
 // the listening socket. If a kernel stopped doing so, this fails.
 TEST(TuneListener, AcceptedConnectionsInheritNoDelayAndDelayedAcks) {
@@ -36,21 +48,17 @@ TEST(TuneListener, AcceptedConnectionsInheritNoDelayAndDelayedAcks) {
     boost::system::error_code ec;
     tpt::runtime::tune_listener(acc, ec);
     ASSERT_FALSE(ec) << ec.message();
-    tcp::socket peer(io);
-    peer.connect(acc.local_endpoint());
-    tcp::socket accepted = acc.accept();
-    EXPECT_EQ(int_option(accepted.native_handle(), IPPROTO_TCP, TCP_NODELAY), 1);
-    EXPECT_EQ(int_option(accepted.native_handle(), IPPROTO_TCP, TCP_QUICKACK), 0);
+    auto c = accept_one(io, acc);
+    EXPECT_EQ(int_option(c.socket.native_handle(), IPPROTO_TCP, TCP_NODELAY), 1);
+    EXPECT_EQ(int_option(c.socket.native_handle(), IPPROTO_TCP, TCP_QUICKACK), 0);
 }
 
 TEST(TuneListener, AnUntunedListenerGivesTheKernelDefaults) {
     net::io_context io;
     tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    tcp::socket peer(io);
-    peer.connect(acc.local_endpoint());
-    tcp::socket accepted = acc.accept();
-    EXPECT_EQ(int_option(accepted.native_handle(), IPPROTO_TCP, TCP_NODELAY), 0);
-    EXPECT_EQ(int_option(accepted.native_handle(), IPPROTO_TCP, TCP_QUICKACK), 1);
+    auto c = accept_one(io, acc);
+    EXPECT_EQ(int_option(c.socket.native_handle(), IPPROTO_TCP, TCP_NODELAY), 0);
+    EXPECT_EQ(int_option(c.socket.native_handle(), IPPROTO_TCP, TCP_QUICKACK), 1);
 }
 
 // A descriptor made O_NONBLOCK by its creator and adopted with own_descriptor(…, true):
@@ -59,9 +67,7 @@ TEST(TuneListener, AnUntunedListenerGivesTheKernelDefaults) {
 TEST(OwnDescriptor, AdoptedNonBlockingSocketServesAsyncAndBlockingReads) {
     net::io_context io;
     tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    tcp::socket peer(io);
-    peer.connect(acc.local_endpoint());
-    tcp::socket accepted = acc.accept();
+    auto [peer, accepted] = accept_one(io, acc);
     const int fd = accepted.release();
     ASSERT_EQ(::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
     tcp::socket adopted(io);

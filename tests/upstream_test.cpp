@@ -19,23 +19,38 @@ using namespace std::chrono_literals;
 using tpt::address::Family;
 using tpt::address::HostPort;
 
-// Runs one connect on a fresh io_context and returns its result.
-tpt::upstream::ConnectResult connect_once(const HostPort& hp, Family family,
-                                          std::chrono::milliseconds budget = 2s) {
-    net::io_context io;
+// Runs one upstream::connect of `socket` on `io` until it ends and returns its result.
+struct ConnectArgs {
+    Family family = Family::any;
+    std::chrono::milliseconds budget = 2s;
+    tpt::upstream::BeforeWait* before_wait = nullptr;
+    const tpt::upstream::FirstAttempt* first = nullptr;
+};
+tpt::upstream::ConnectResult run_connect(net::io_context& io, tcp::socket& socket,
+                                         const HostPort& hp, const ConnectArgs& args) {
     tpt::upstream::Resolver resolver(io.get_executor());
-    tcp::socket socket(io);
     std::optional<tpt::upstream::ConnectResult> result;
+    // hp and args outlive the coroutine: this function returns only once it has ended.
     net::co_spawn(io,
-                  tpt::upstream::connect(socket, resolver, hp, family, 60s,
-                                         tpt::runtime::Clock::now() + budget),
+                  tpt::upstream::connect(socket, resolver, hp, args.family, 60s,
+                                         tpt::runtime::Clock::now() + args.budget, args.before_wait,
+                                         args.first),
                   [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
                       EXPECT_FALSE(e);
                       result = std::move(r);
                   });
+    io.restart();
     io.run_for(10s);
     EXPECT_TRUE(result.has_value());
     return result.value_or(tpt::upstream::ConnectResult{});
+}
+
+// One connect on a fresh io_context.
+tpt::upstream::ConnectResult connect_once(const HostPort& hp, Family family,
+                                          std::chrono::milliseconds budget = 2s) {
+    net::io_context io;
+    tcp::socket socket(io);
+    return run_connect(io, socket, hp, {.family = family, .budget = budget});
 }
 
 std::uint16_t closed_port() {
@@ -58,21 +73,10 @@ TEST(UpstreamConnect, ConnectsToAListeningAddress) {
 TEST(UpstreamConnect, ConnectedSocketIsReadyForTheRelay) {
     net::io_context io;
     tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    tpt::upstream::Resolver resolver(io.get_executor());
     tcp::socket socket(io);
-    std::optional<tpt::upstream::ConnectResult> result;
-    // Named: the coroutine refers to it until it ends.
-    const HostPort hp{"127.0.0.1", acc.local_endpoint().port(), false};
-    net::co_spawn(io,
-                  tpt::upstream::connect(socket, resolver, hp, Family::any, 60s,
-                                         tpt::runtime::Clock::now() + 2s),
-                  [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
-                      EXPECT_FALSE(e);
-                      result = std::move(r);
-                  });
-    io.run_for(5s);
-    ASSERT_TRUE(result.has_value());
-    ASSERT_EQ(result->outcome, tpt::Outcome::ok) << result->detail;
+    const auto result =
+        run_connect(io, socket, {"127.0.0.1", acc.local_endpoint().port(), false}, {});
+    ASSERT_EQ(result.outcome, tpt::Outcome::ok) << result.detail;
     const int fd = socket.native_handle();
     EXPECT_NE(::fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
     EXPECT_NE(::fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
@@ -114,19 +118,8 @@ struct CountingDeadline final : tpt::upstream::BeforeWait {
 
 tpt::upstream::ConnectResult connect_with(net::io_context& io, tcp::socket& socket,
                                           std::uint16_t port, CountingDeadline& deadline) {
-    tpt::upstream::Resolver resolver(io.get_executor());
-    std::optional<tpt::upstream::ConnectResult> result;
-    const HostPort hp{"127.0.0.1", port, false};  // the coroutine refers to it until it ends
-    net::co_spawn(io,
-                  tpt::upstream::connect(socket, resolver, hp, Family::any, 60s,
-                                         tpt::runtime::Clock::now() + 300ms, &deadline),
-                  [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
-                      EXPECT_FALSE(e);
-                      result = std::move(r);
-                  });
-    io.run_for(10s);
-    EXPECT_TRUE(result.has_value());
-    return result.value_or(tpt::upstream::ConnectResult{});
+    return run_connect(io, socket, {"127.0.0.1", port, false},
+                       {.budget = 300ms, .before_wait = &deadline});
 }
 
 // A loopback handshake is over when connect() returns: no wait, so no deadline to arm.
@@ -195,8 +188,6 @@ TEST(UpstreamConnect, FirstAttemptInProgressIsFinishedNotStartedAgain) {
     ASSERT_TRUE(first.started.in_progress);
     const int started_fd = socket.native_handle();
     CountingDeadline deadline(io, socket);
-    const HostPort hp{"127.0.0.1", acc.local_endpoint().port(), false};
-    std::optional<tpt::upstream::ConnectResult> result;
     int waited_fd = -1;
     struct Recorder final : tpt::upstream::BeforeWait {
         CountingDeadline& inner;
@@ -208,17 +199,9 @@ TEST(UpstreamConnect, FirstAttemptInProgressIsFinishedNotStartedAgain) {
             inner();
         }
     } recorder(deadline, socket, waited_fd);
-    tpt::upstream::Resolver resolver(io.get_executor());
-    net::co_spawn(io,
-                  tpt::upstream::connect(socket, resolver, hp, Family::any, 60s,
-                                         tpt::runtime::Clock::now() + 300ms, &recorder, &first),
-                  [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
-                      EXPECT_FALSE(e);
-                      result = std::move(r);
-                  });
-    io.run_for(10s);
-    ASSERT_TRUE(result.has_value());
-    EXPECT_EQ(result->outcome, tpt::Outcome::connect_timeout) << result->detail;
+    const auto result = run_connect(io, socket, {"127.0.0.1", acc.local_endpoint().port(), false},
+                                    {.budget = 300ms, .before_wait = &recorder, .first = &first});
+    EXPECT_EQ(result.outcome, tpt::Outcome::connect_timeout) << result.detail;
     EXPECT_EQ(deadline.calls, 1);
     EXPECT_EQ(waited_fd, started_fd);
 }
@@ -230,20 +213,10 @@ TEST(UpstreamConnect, FirstAttemptThatFailedIsReportedAsTheFirstAddress) {
     tcp::socket socket(io);
     const tpt::upstream::FirstAttempt first{dead, tpt::upstream::start_connect(socket, dead)};
     ASSERT_TRUE(first.started.ec);
-    const HostPort hp{"127.0.0.1", dead.port(), false};
-    tpt::upstream::Resolver resolver(io.get_executor());
-    std::optional<tpt::upstream::ConnectResult> result;
-    net::co_spawn(io,
-                  tpt::upstream::connect(socket, resolver, hp, Family::any, 60s,
-                                         tpt::runtime::Clock::now() + 2s, nullptr, &first),
-                  [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
-                      EXPECT_FALSE(e);
-                      result = std::move(r);
-                  });
-    io.run_for(10s);
-    ASSERT_TRUE(result.has_value());
-    EXPECT_EQ(result->outcome, tpt::Outcome::connect_refused);
-    EXPECT_NE(result->detail.find("127.0.0.1: "), std::string::npos) << result->detail;
+    const auto result =
+        run_connect(io, socket, {"127.0.0.1", dead.port(), false}, {.first = &first});
+    EXPECT_EQ(result.outcome, tpt::Outcome::connect_refused);
+    EXPECT_NE(result.detail.find("127.0.0.1: "), std::string::npos) << result.detail;
 }
 
 TEST(UpstreamConnect, ResolvesLocalhost) {
