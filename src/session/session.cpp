@@ -260,7 +260,10 @@ private:
         tunnel::StartOptions options;
         options.local = peer_.address().is_loopback() && upstream_loopback_;
         options.client_ended = client_ended_;
-        options.upstream_ack_held = upstream_ack_held_;
+        // Bytes written upstream before the relay (the hello, a CONNECT request) carried the
+        // handshake's ACK; otherwise it is still held (StartOptions::upstream_ack_held).
+        options.upstream_ack_held =
+            counters_.to_upstream == 0 && route_ != nullptr && !through_proxy(*route_);
         tunnel::start(client_, r.next == Next::relay ? &upstream_ : nullptr, options, ctx_.worker,
                       counters_, *this);
     }
@@ -332,7 +335,6 @@ private:
         }
         choose(route);
         upstream_loopback_ = ep.address().is_loopback();
-        upstream_ack_held_ = true;  // nothing to write upstream before the relay
         observe_connect(connect_start);
         ready_to_relay();
         established(nullptr, Established{Outcome::ok, Next::relay});
@@ -496,8 +498,6 @@ private:
             boost::system::error_code ignored;
             upstream_.shutdown(tcp::socket::shutdown_send, ignored);
         }
-        // Bytes written above (the hello, the CONNECT request) carried the handshake's ACK.
-        upstream_ack_held_ = hello.bytes.empty() && !through_proxy(route);
         ready_to_relay();
         co_return Established{Outcome::ok, Next::relay};
     }
@@ -558,9 +558,8 @@ private:
     std::optional<Outcome> aborted_;
     bool relaying_ = false;
     bool expired_ = false;
-    bool upstream_loopback_ = true;   // echo: the client is both ends
-    bool client_ended_ = false;       // the hello read found the client's EOF
-    bool upstream_ack_held_ = false;  // see tunnel::StartOptions::upstream_ack_held
+    bool upstream_loopback_ = true;  // echo: the client is both ends
+    bool client_ended_ = false;      // the hello read found the client's EOF
 };
 
 Hold::Hold(Session& s) noexcept : s_(&s) {

@@ -188,14 +188,9 @@ net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
     boost::system::error_code ignored;
     for (std::size_t i = 0; i < answer->endpoints.size(); ++i) {
         const auto& ep = answer->endpoints[i];
-        boost::system::error_code ec;
+        Started started;
         if (i == 0 && first != nullptr && first->endpoint == ep) {
-            // Started by the caller on this very address: finished, not started again.
-            // Not `?:` around co_await: GCC 12 ran the co_await in the branch not taken.
-            ec = first->started.ec;
-            if (first->started.in_progress) {
-                ec = co_await finish_connect(socket, before_wait);
-            }
+            started = first->started;  // the caller's attempt on this very address
         } else {
             socket.close(ignored);
             if (runtime::Clock::now() >= deadline) {
@@ -203,11 +198,12 @@ net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
                 result.detail = "timed out connecting to " + hp.host;
                 co_return result;
             }
-            const auto started = start_connect(socket, ep);
-            ec = started.ec;
-            if (started.in_progress) {
-                ec = co_await finish_connect(socket, before_wait);
-            }
+            started = start_connect(socket, ep);
+        }
+        // Not `?:` around co_await: GCC 12 ran the co_await in the branch not taken.
+        auto ec = started.ec;
+        if (started.in_progress) {
+            ec = co_await finish_connect(socket, before_wait);
         }
         if (!ec) {
             result.outcome = Outcome::ok;
