@@ -149,7 +149,11 @@ private:
     std::size_t index_;
     // Declared before ctx_, so it outlives the handlers that ctx_'s destruction destroys.
     std::atomic<std::uint64_t> sessions_{0};
-    net::io_context ctx_{1};
+    // One thread runs it. No locking in its reactor's I/O (Asio's UNSAFE_IO hint; posting from
+    // other threads stays safe): every socket on it is opened, used and closed on this worker,
+    // never from another thread. The per-descriptor mutexes were several lock pairs per
+    // connection (bench/RESULTS.md).
+    net::io_context ctx_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     net::steady_timer tick_timer_{ctx_};
     std::vector<std::unique_ptr<Chunk>> pool_;
     std::vector<Pipe> pipes_;

@@ -39,6 +39,9 @@ public:
 
 private:
     runtime::Runtime& runtime_;
+    // Never run: new listening sockets are opened here and handed to their worker's reactor
+    // by the worker itself (Listener::bind).
+    boost::asio::io_context staging_;
     std::vector<std::unique_ptr<session::WorkerContext>> contexts_;
     // Per worker, the snapshot new connections use; written and read on that worker only.
     std::vector<std::shared_ptr<session::SnapshotPtr>> current_;

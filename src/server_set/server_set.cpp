@@ -1,4 +1,5 @@
 #include <netdb.h>
+#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -76,10 +77,13 @@ public:
 
     net::any_io_executor executor() const { return ctx_.worker.executor(); }
 
-    // Control thread, before start(): open, bind and listen (throws on failure).
-    void bind(const tcp::endpoint& ep) {
-        acceptors_.emplace_back(ctx_.worker.executor());
-        auto& a = acceptors_.back();
+    // Control thread, before start(): opens, binds and listens a socket of `staging`, an
+    // io_context that never runs (throws on failure). A socket joins its worker's reactor only
+    // on that worker, in start()'s coroutine: the workers' io_contexts do no I/O locking
+    // (runtime.hpp), so no other thread may register with or close on them.
+    void bind(net::io_context& staging, const tcp::endpoint& ep) {
+        auto& a = staged_.emplace_back(staging);
+        acceptors_.emplace_back(ctx_.worker.executor());  // opened by start(); sized here
         a.open(ep.protocol());
         a.set_option(net::socket_base::reuse_address(true));
         a.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
@@ -92,22 +96,41 @@ public:
         runtime::tune_listener(a, ignored);
     }
 
+    // Control thread: hands each listening socket over to an accept loop on the worker.
     void start() {
-        for (std::size_t i = 0; i < acceptors_.size(); ++i) {
-            net::co_spawn(ctx_.worker.executor(), accept_loop(shared_from_this(), i), log_escape);
+        for (std::size_t i = 0; i < staged_.size(); ++i) {
+            const auto protocol = staged_[i].local_endpoint().protocol();
+            const int fd = staged_[i].release();
+            net::co_spawn(ctx_.worker.executor(), accept_loop(shared_from_this(), i, protocol, fd),
+                          log_escape);
         }
+        staged_.clear();
     }
 
+    // On the worker, or on the control thread before start() (then only staged sockets are
+    // open).
     void close() {
+        boost::system::error_code ignored;
+        for (auto& a : staged_) {
+            a.close(ignored);
+        }
         for (auto& a : acceptors_) {
-            boost::system::error_code ignored;
             a.close(ignored);
         }
     }
 
 private:
-    static net::awaitable<void> accept_loop(std::shared_ptr<Listener> self, std::size_t i) {
+    static net::awaitable<void> accept_loop(std::shared_ptr<Listener> self, std::size_t i,
+                                            tcp protocol, int fd) {
         auto& acceptor = self->acceptors_[i];
+        boost::system::error_code aec;
+        acceptor.assign(protocol, fd, aec);
+        if (aec) {
+            ::close(fd);
+            log::error("cannot accept on a listen address",
+                       {{"listen", self->key_}, {"error", aec.message()}});
+            co_return;
+        }
         net::steady_timer backoff(acceptor.get_executor());
         log::Throttle warnings(10s);
         tcp::endpoint peer;  // filled by accept: no getpeername per connection
@@ -167,7 +190,8 @@ private:
     session::WorkerContext& ctx_;
     std::shared_ptr<session::SnapshotPtr> current_;
     std::string key_;
-    std::vector<tcp::acceptor> acceptors_;  // one per resolved endpoint
+    std::vector<tcp::acceptor> staged_;     // bind() to start(): on the staging io_context
+    std::vector<tcp::acceptor> acceptors_;  // one per resolved endpoint, on the worker
 };
 
 ServerSet::ServerSet(runtime::Runtime& runtime) : runtime_(runtime) {
@@ -199,7 +223,7 @@ std::optional<std::string> ServerSet::apply(const session::SnapshotPtr& next) {
                     auto l = std::make_shared<Listener>(*contexts_[w], current_[w], key);
                     for (const auto& ep : eps) {
                         try {
-                            l->bind(ep);
+                            l->bind(staging_, ep);
                         } catch (const boost::system::system_error& e) {
                             throw std::runtime_error("cannot listen on " + key + ": " +
                                                      e.code().message());
