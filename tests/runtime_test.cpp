@@ -99,4 +99,51 @@ TEST(OwnDescriptor, AdoptedNonBlockingSocketServesAsyncAndBlockingReads) {
     adopted.close();  // no EPOLL_CTL_DEL needed; must not fail either way
 }
 
+// read_after_event drops Asio's "try a read first" mark; epoll must still report bytes that
+// arrived before the socket was registered, and bytes that arrive later.
+TEST(ReadAfterEvent, BytesThatCameBeforeRegistrationAreStillRead) {
+    net::io_context io;
+    tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    auto [peer, accepted] = accept_one(io, acc);
+    net::write(peer, net::buffer(std::string("early")));
+    const int fd = accepted.release();
+    tcp::socket socket(io);
+    socket.assign(tcp::v4(), fd);  // registers with the reactor now, bytes already queued
+    tpt::runtime::read_after_event(socket);
+
+    std::string got(5, '\0');
+    std::size_t bytes = 0;
+    socket.async_read_some(net::buffer(got),
+                           [&](const boost::system::error_code& e, std::size_t n) {
+                               EXPECT_FALSE(e) << e.message();
+                               bytes = n;
+                           });
+    io.run_for(5s);  // returns as soon as the read completed
+    EXPECT_EQ(bytes, 5U);
+    EXPECT_EQ(got, "early");
+}
+
+TEST(ReadAfterEvent, BytesThatComeLaterAreRead) {
+    net::io_context io;
+    tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    tcp::socket socket(io);
+    socket.connect(acc.local_endpoint());
+    tpt::runtime::read_after_event(socket);
+    tcp::socket peer = acc.accept();
+
+    std::string got(5, '\0');
+    std::size_t bytes = 0;
+    socket.async_read_some(net::buffer(got),
+                           [&](const boost::system::error_code& e, std::size_t n) {
+                               EXPECT_FALSE(e) << e.message();
+                               bytes = n;
+                           });
+    EXPECT_EQ(io.poll(), 0U);  // nothing to read: the read waits
+    EXPECT_EQ(bytes, 0U);
+    net::write(peer, net::buffer(std::string("later")));
+    io.run_for(5s);
+    EXPECT_EQ(bytes, 5U);
+    EXPECT_EQ(got, "later");
+}
+
 }  // namespace

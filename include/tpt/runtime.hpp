@@ -43,6 +43,14 @@ void tune_listener(tcp::acceptor& acceptor, boost::system::error_code& ec);
 // operation on it makes no ioctl). Reactor backends only; elsewhere it does nothing.
 void own_descriptor(tcp::socket& socket, bool non_blocking = false) noexcept;
 
+// Makes the first read wait on a socket just registered with the worker's reactor wait for
+// epoll's report, where Asio would complete it at once to try a read first. For a connection
+// that has received nothing yet (an upstream just connected), that read only finds EAGAIN.
+// No readiness is missed: registering a socket makes epoll report what it holds already, and
+// every arrival after. Call it right after the socket is opened or assigned, on the worker,
+// before anything waits on it. Epoll reactor only; elsewhere it does nothing.
+void read_after_event(tcp::socket& socket) noexcept;
+
 // Asio's implementation of a socket (its descriptor, reactor registration and state), which
 // basic_socket keeps protected. For the two functions above and the relay's edge waits.
 struct SocketAccess : tcp::socket {

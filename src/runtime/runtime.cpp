@@ -2,9 +2,17 @@
 #include <cstdlib>
 #include <fcntl.h>
 #include <string_view>
+#include <type_traits>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+
+#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+#define TPT_EPOLL_REACTOR 1
+#include <boost/asio/detail/epoll_reactor.hpp>
+#else
+#define TPT_EPOLL_REACTOR 0
+#endif
 
 #include <tpt/runtime.hpp>
 
@@ -60,6 +68,36 @@ void tune_listener(tcp::acceptor& acceptor, boost::system::error_code& ec) {
     if (!ec) {
         acceptor.set_option(QuickAck(false), ec);
     }
+}
+
+#if TPT_EPOLL_REACTOR
+namespace {
+// The epoll reactor's "try the operation before waiting" marks, one per operation type, which
+// its descriptor_state keeps private. An explicit instantiation may name a private member
+// ([temp.spec.general]), and the friend it defines hands the member pointer out.
+using DescriptorState = std::remove_pointer_t<net::detail::epoll_reactor::per_descriptor_data>;
+// NOLINTNEXTLINE(modernize-avoid-c-arrays): the member is a C array in Asio
+using SpeculationMarks = bool (DescriptorState::*)[net::detail::epoll_reactor::max_ops];
+struct SpeculationTag {
+    friend SpeculationMarks speculation_marks(SpeculationTag);
+};
+template <SpeculationMarks Member>
+struct ExposeSpeculation {
+    friend SpeculationMarks speculation_marks(SpeculationTag) { return Member; }
+};
+template struct ExposeSpeculation<&DescriptorState::try_speculative_>;
+}  // namespace
+#endif
+
+void read_after_event(tcp::socket& socket) noexcept {
+#if TPT_EPOLL_REACTOR
+    auto* state = SocketAccess::implementation(socket).reactor_data_;
+    if (state != nullptr) {
+        (state->*speculation_marks(SpeculationTag{}))[net::detail::epoll_reactor::read_op] = false;
+    }
+#else
+    (void)socket;
+#endif
 }
 
 void own_descriptor(tcp::socket& socket, bool non_blocking) noexcept {

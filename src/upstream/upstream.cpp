@@ -62,6 +62,7 @@ net::awaitable<boost::system::error_code> finish_connect(tcp::socket& socket,
 // - SOCK_NONBLOCK at socket(): no ioctl;
 // - TCP_NODELAY, and TCP_QUICKACK off, before connect: the handshake's last ACK rides on the
 //   first bytes sent (HAProxy's tcp-smart-connect), one packet less;
+// - no read before epoll reports one (runtime::read_after_event): one EAGAIN less;
 // - a poll() without waiting right after EINPROGRESS. On loopback, and to any peer that
 //   answers the SYN within the connect() call, the handshake is already over: no epoll_ctl to
 //   add EPOLLOUT to the registration (after which every ACK would wake the worker), no
@@ -86,6 +87,8 @@ Started start_connect(tcp::socket& socket, const tcp::endpoint& ep) {
         return r;
     }
     runtime::own_descriptor(socket, true);
+    // Nothing can have come yet: the relay's first read waits for epoll instead of finding EAGAIN.
+    runtime::read_after_event(socket);
     if (rc == 0) {
         return r;
     }
