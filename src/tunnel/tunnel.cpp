@@ -36,9 +36,12 @@
 #define TPT_EDGE_WAIT 0
 #endif
 
+#include <unistd.h>
+
 #include <tpt/tunnel.hpp>
 
 #include <sys/socket.h>
+#include <sys/syscall.h>
 
 namespace tpt::tunnel {
 
@@ -103,6 +106,17 @@ ssize_t no_eintr(Call call) {
         n = call();
     }
     return n;
+}
+
+// recv(2) and send(2) without glibc's cancellation-point wrappers: in a process with threads,
+// those switch the calling thread's cancellation state before and after every call (two
+// atomic operations each time) so that pthread_cancel could stop it inside. tpt never
+// cancels a thread; the relay makes about eight of these calls per short connection.
+ssize_t recv_nc(int fd, void* buf, std::size_t len, int flags) noexcept {
+    return ::syscall(SYS_recvfrom, fd, buf, len, flags, nullptr, nullptr);
+}
+ssize_t send_nc(int fd, const void* buf, std::size_t len, int flags) noexcept {
+    return ::syscall(SYS_sendto, fd, buf, len, flags, nullptr, 0);
 }
 
 // One direction of a tunnel: from -> to.
@@ -438,7 +452,7 @@ private:
         }
         const int fd = d.from->native_handle();
         const auto r = classify(no_eintr(
-            [&] { return ::recv(fd, d.chunk->data.data(), runtime::chunk_size, MSG_DONTWAIT); }));
+            [&] { return recv_nc(fd, d.chunk->data.data(), runtime::chunk_size, MSG_DONTWAIT); }));
         d.begin = 0;
         d.end = r.bytes;
         if (r.status == Io::ok && d.end < runtime::chunk_size) {
@@ -447,8 +461,8 @@ private:
             // with the bytes (a response and its close), the bytes then leave with our FIN in
             // one segment (drain's MSG_MORE, then the shutdown or close): a packet less.
             const auto more = classify(no_eintr([&] {
-                return ::recv(fd, d.chunk->data.data() + d.end, runtime::chunk_size - d.end,
-                              MSG_DONTWAIT);
+                return recv_nc(fd, d.chunk->data.data() + d.end, runtime::chunk_size - d.end,
+                               MSG_DONTWAIT);
             }));
             if (more.status == Io::ok) {
                 d.end += more.bytes;  // the next fill goes on reading
@@ -475,8 +489,8 @@ private:
             r = classify(no_eintr([&] {
                 // Before a FIN: held back until the shutdown or close adds it (see recv_in).
                 const int more = d.after == Io::eof ? MSG_MORE : 0;
-                return ::send(fd, d.chunk->data.data() + d.begin, d.end - d.begin,
-                              MSG_DONTWAIT | MSG_NOSIGNAL | more);
+                return send_nc(fd, d.chunk->data.data() + d.begin, d.end - d.begin,
+                               MSG_DONTWAIT | MSG_NOSIGNAL | more);
             }));
             if (r.status == Io::ok) {
                 d.begin += r.bytes;
