@@ -239,4 +239,56 @@ TEST(UpstreamConnect, LiteralOfTheWrongFamilyIsDns) {
     EXPECT_EQ(r.outcome, tpt::Outcome::dns);
 }
 
+// Resolves hp with resolver on io and returns the answer.
+tpt::upstream::Resolver::Answer resolve_on(net::io_context& io, tpt::upstream::Resolver& resolver,
+                                           const HostPort& hp, Family family) {
+    std::optional<tpt::upstream::Resolver::Answer> answer;
+    net::co_spawn(io, resolver.resolve(hp, family, 60s),
+                  [&](std::exception_ptr e, tpt::upstream::Resolver::Answer a) {
+                      EXPECT_FALSE(e);
+                      answer = std::move(a);
+                  });
+    io.restart();
+    io.run_for(10s);
+    EXPECT_TRUE(answer.has_value());
+    return answer.value_or(tpt::upstream::Resolver::Answer{});
+}
+
+TEST(Resolver, LiteralsAreAnsweredAtOnce) {
+    net::io_context io;
+    tpt::upstream::Resolver resolver(io.get_executor());
+    const HostPort v4{"127.0.0.1", 8080, false};
+    const auto first = resolver.first_at_once(v4, Family::any, 60s);
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(*first, tcp::endpoint(net::ip::make_address("127.0.0.1"), 8080));
+    EXPECT_FALSE(resolver.first_at_once(v4, Family::v6, 60s).has_value());
+    const auto answer = resolver.at_once(v4, Family::v6, 60s);
+    ASSERT_TRUE(answer.has_value());  // an answer, with no address and the reason
+    EXPECT_TRUE(answer->endpoints.empty());
+    EXPECT_FALSE(answer->error.empty());
+}
+
+// A name is answered at once only once resolved, per (host, port, family), while fresh.
+TEST(Resolver, NamesAreAnsweredAtOnceFromTheCacheWhileFresh) {
+    net::io_context io;
+    tpt::upstream::Resolver resolver(io.get_executor());
+    const HostPort name{"localhost", 8080, false};
+    EXPECT_FALSE(resolver.first_at_once(name, Family::v4, 60s).has_value());
+    EXPECT_FALSE(resolver.at_once(name, Family::v4, 60s).has_value());
+
+    const auto resolved = resolve_on(io, resolver, name, Family::v4);
+    ASSERT_FALSE(resolved.endpoints.empty()) << resolved.error;
+    const auto first = resolver.first_at_once(name, Family::v4, 60s);
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(*first, resolved.endpoints.front());
+    const auto cached = resolver.at_once(name, Family::v4, 60s);
+    ASSERT_TRUE(cached.has_value());
+    EXPECT_EQ(cached->endpoints, resolved.endpoints);
+
+    // Another port, another family, or a refresh interval already over: not cached.
+    EXPECT_FALSE(resolver.first_at_once({"localhost", 8081, false}, Family::v4, 60s));
+    EXPECT_FALSE(resolver.first_at_once(name, Family::any, 60s));
+    EXPECT_FALSE(resolver.first_at_once(name, Family::v4, 0s));
+}
+
 }  // namespace

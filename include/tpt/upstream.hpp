@@ -4,9 +4,13 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
-#include <unordered_map>
+#include <string_view>
+#include <tuple>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -37,14 +41,23 @@ public:
     // (resolve() must ask the resolver).
     std::optional<Answer> at_once(const address::HostPort& hp, address::Family family,
                                   std::chrono::milliseconds refresh) const;
+    // The first address at_once() would answer, without copying the list: nullopt when it
+    // would answer nullopt or no address.
+    std::optional<tcp::endpoint> first_at_once(const address::HostPort& hp, address::Family family,
+                                               std::chrono::milliseconds refresh) const;
 
 private:
     struct Entry {
         std::vector<tcp::endpoint> endpoints;
         runtime::Clock::time_point resolved_at;
     };
+    // Found without building a key: std::less<> compares a tuple of views with the keys.
+    using Key = std::tuple<std::string, std::uint16_t, address::Family>;
+    const Entry* fresh_entry(const address::HostPort& hp, address::Family family,
+                             std::chrono::milliseconds refresh) const;
+
     tcp::resolver resolver_;
-    std::unordered_map<std::string, Entry> cache_;
+    std::map<Key, Entry, std::less<>> cache_;
 };
 
 struct ConnectResult {

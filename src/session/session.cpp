@@ -321,13 +321,13 @@ private:
             return false;
         }
         const config::Upstream& up = *route.target;
-        const auto answer =
-            ctx_.resolver.at_once(up.address, up.family, snap_->config->resolve_interval);
-        if (!answer || answer->endpoints.empty()) {
+        const auto first_ep =
+            ctx_.resolver.first_at_once(up.address, up.family, snap_->config->resolve_interval);
+        if (!first_ep) {
             return false;
         }
         const auto connect_start = runtime::Clock::now();
-        const tcp::endpoint& ep = answer->endpoints.front();
+        const tcp::endpoint& ep = *first_ep;
         const auto started = upstream::start_connect(upstream_, ep);
         if (started.in_progress || started.ec) {
             first = upstream::FirstAttempt{ep, started};

@@ -108,6 +108,16 @@ Started start_connect(tcp::socket& socket, const tcp::endpoint& ep) {
     return r;
 }
 
+const Resolver::Entry* Resolver::fresh_entry(const address::HostPort& hp, address::Family family,
+                                             std::chrono::milliseconds refresh) const {
+    const auto it = cache_.find(
+        std::tuple<std::string_view, std::uint16_t, address::Family>{hp.host, hp.port, family});
+    if (it != cache_.end() && runtime::Clock::now() - it->second.resolved_at < refresh) {
+        return &it->second;
+    }
+    return nullptr;
+}
+
 std::optional<Resolver::Answer> Resolver::at_once(const address::HostPort& hp,
                                                   address::Family family,
                                                   std::chrono::milliseconds refresh) const {
@@ -123,11 +133,24 @@ std::optional<Resolver::Answer> Resolver::at_once(const address::HostPort& hp,
         }
         return answer;
     }
-    const auto it = cache_.find(hp.to_string() + "/" + std::string(address::to_string(family)));
-    if (it != cache_.end() && runtime::Clock::now() - it->second.resolved_at < refresh) {
-        return Answer{it->second.endpoints, {}};
+    if (const Entry* e = fresh_entry(hp, family, refresh)) {
+        return Answer{e->endpoints, {}};
     }
     return std::nullopt;
+}
+
+std::optional<tcp::endpoint> Resolver::first_at_once(const address::HostPort& hp,
+                                                     address::Family family,
+                                                     std::chrono::milliseconds refresh) const {
+    boost::system::error_code ec;
+    const auto literal = net::ip::make_address(hp.host, ec);
+    if (!ec) {
+        const tcp::endpoint ep{literal, hp.port};
+        return family_ok(ep, family) ? std::optional(ep) : std::nullopt;
+    }
+    const Entry* e = fresh_entry(hp, family, refresh);
+    return e != nullptr && !e->endpoints.empty() ? std::optional(e->endpoints.front())
+                                                 : std::nullopt;
 }
 
 net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
@@ -137,7 +160,7 @@ net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
         co_return std::move(*answer);
     }
     Answer answer;
-    const std::string key = hp.to_string() + "/" + std::string(address::to_string(family));
+    Key key{hp.host, hp.port, family};
     const auto now = runtime::Clock::now();
     auto [rec, results] =
         co_await resolver_.async_resolve(hp.host, std::to_string(hp.port), use_tuple);
@@ -157,7 +180,7 @@ net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
         }
         co_return answer;
     }
-    cache_[key] = Entry{eps, now};
+    cache_[std::move(key)] = Entry{eps, now};
     answer.endpoints = std::move(eps);
     co_return answer;
 }
