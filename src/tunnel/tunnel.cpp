@@ -24,20 +24,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/version.hpp>
 
-// Readiness waits that need no epoll_ctl: see EdgeWait below. They use Asio's epoll reactor
-// directly, which exists on Linux unless io_uring is the default backend.
-#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
-    BOOST_VERSION >= 108100
-#define TPT_EDGE_WAIT 1
-#include <boost/asio/detail/epoll_reactor.hpp>
-#include <boost/asio/detail/handler_alloc_helpers.hpp>
-#include <boost/asio/detail/reactor_op.hpp>
-#else
-#define TPT_EDGE_WAIT 0
-#endif
-
-#include <unistd.h>
-
+#include <tpt/edge_wait.hpp>
 #include <tpt/tunnel.hpp>
 
 #include <sys/socket.h>
@@ -148,63 +135,6 @@ static_assert(sizeof(Direction) <= 88, "a tunnel's memory: bench/RESULTS.md, RSS
 
 class RelayCore;
 
-#if TPT_EDGE_WAIT
-// A readiness wait that costs no system call. Asio registers every socket once, edge-
-// triggered, for reading (and for writing from its first write wait on); its async_wait still
-// re-arms the descriptor with epoll_ctl(EPOLL_CTL_MOD) on every call, one system call per
-// wait, which is a third of the relay's calls for small messages. This operation is queued
-// on the same registration with speculation allowed: when an edge arrived since the last
-// completed wait, it completes at once (at worst a spurious wakeup: the relay's next read
-// finds EAGAIN and waits again); otherwise it waits for the next edge. No edge can be lost:
-// the reactor marks the descriptor ready on every event that finds no operation queued.
-// Only valid after EAGAIN: a short read may leave a FIN queued that raises no new edge.
-template <typename Handler>
-class EdgeWaitOp : public net::detail::reactor_op {
-public:
-    BOOST_ASIO_DEFINE_HANDLER_PTR(EdgeWaitOp);
-
-    explicit EdgeWaitOp(Handler& handler)
-        : reactor_op(no_error(), &EdgeWaitOp::do_perform, &EdgeWaitOp::do_complete),
-          handler_(std::move(handler)) {}
-
-    static status do_perform(reactor_op* /*op*/) { return done_and_exhausted; }
-
-    static void do_complete(void* owner, net::detail::operation* base,
-                            const boost::system::error_code& /*ec*/, std::size_t /*bytes*/) {
-        auto* o = static_cast<EdgeWaitOp*>(base);
-        ptr p = {std::addressof(o->handler_), o, o};
-        Handler handler(std::move(o->handler_));
-        const boost::system::error_code ec = o->ec_;
-        p.reset();  // the memory goes back before the upcall, which may wait again
-        if (owner != nullptr) {
-            handler(ec);
-        }
-    }
-
-private:
-    static const boost::system::error_code& no_error() {
-        static const boost::system::error_code none;
-        return none;
-    }
-
-    Handler handler_;
-};
-
-template <typename Handler>
-void edge_wait(net::detail::epoll_reactor& reactor, tcp::socket& socket, bool write,
-               Handler handler) {
-    using Op = EdgeWaitOp<Handler>;
-    auto& impl = runtime::SocketAccess::implementation(socket);
-    typename Op::ptr p = {std::addressof(handler), Op::ptr::allocate(handler), nullptr};
-    p.p = new (p.v) Op(handler);
-    // A closed socket (no registration) completes with bad_descriptor.
-    reactor.start_op(
-        write ? net::detail::epoll_reactor::write_op : net::detail::epoll_reactor::read_op,
-        impl.socket_, impl.reactor_data_, p.p, false, true);
-    p.v = p.p = nullptr;
-}
-#endif
-
 // Completion handler of one readiness wait. Destroyed without being called only when the
 // io_context is destroyed with the tunnel still open; the last one then frees the relay.
 class Waiter {
@@ -242,7 +172,7 @@ public:
           counters_(counters)
 #if TPT_EDGE_WAIT
           ,
-          reactor_(net::use_service<net::detail::epoll_reactor>(worker.context()))
+          reactor_(edge::reactor_of(worker.context()))
 #endif
     {
         splice_ = worker.splice(local);
@@ -332,7 +262,7 @@ private:
         const Direction& d = dirs_[i];
         ++pending_;
 #if TPT_EDGE_WAIT
-        edge_wait(reactor_, write ? *d.to : *d.from, write, Waiter(this, i, write));
+        edge::wait(reactor_, write ? *d.to : *d.from, write, Waiter(this, i, write));
 #else
         if (write) {
             d.to->async_wait(tcp::socket::wait_write, Waiter(this, i, true));
@@ -527,7 +457,7 @@ private:
     runtime::Worker& worker_;
     Counters& counters_;
 #if TPT_EDGE_WAIT
-    net::detail::epoll_reactor& reactor_;
+    edge::Reactor& reactor_;
 #endif
     Failure failure_;
     std::array<Direction, 2> dirs_;
