@@ -1,16 +1,16 @@
+#include <algorithm>
+#include <cerrno>
 #include <netdb.h>
+#include <system_error>
 #include <unistd.h>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/socket_base.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
+#include <tpt/edge_wait.hpp>
 #include <tpt/log.hpp>
 #include <tpt/server_set.hpp>
 
@@ -21,7 +21,6 @@ using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
 namespace {
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 // Resolves a listen address: IP literals directly, host names with getaddrinfo (all results
 // of the server's protocol family).
@@ -56,16 +55,6 @@ std::vector<tcp::endpoint> listen_endpoints(const address::HostPort& hp, address
     return out;
 }
 
-void log_escape(const std::exception_ptr& e) {
-    if (!e) {
-        return;
-    }
-    try {
-        std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-        log::error("bug: exception escaped a coroutine", {{"error", ex.what()}});
-    }
-}
 }  // namespace
 
 // One listening socket of one address on one worker.
@@ -79,11 +68,14 @@ public:
 
     // Control thread, before start(): opens, binds and listens a socket of `staging`, an
     // io_context that never runs (throws on failure). A socket joins its worker's reactor only
-    // on that worker, in start()'s coroutine: the workers' io_contexts do no I/O locking
+    // on that worker (open_on_worker): the workers' io_contexts do no I/O locking
     // (runtime.hpp), so no other thread may register with or close on them.
     void bind(net::io_context& staging, const tcp::endpoint& ep) {
         auto& a = staged_.emplace_back(staging);
-        acceptors_.emplace_back(ctx_.worker.executor());  // opened by start(); sized here
+        // Opened on the worker; sized here, so that references to them stay valid.
+        listening_.emplace_back(ctx_.worker.executor());
+        backoffs_.emplace_back(ctx_.worker.executor());
+        protocols_.push_back(ep.protocol());
         a.open(ep.protocol());
         a.set_option(net::socket_base::reuse_address(true));
         a.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
@@ -92,17 +84,17 @@ public:
         }
         a.bind(ep);
         a.listen(net::socket_base::max_listen_connections);
+        a.non_blocking(true);               // accept4 returns EAGAIN once the queue is empty
         boost::system::error_code ignored;  // latency and packet savings, not correctness
         runtime::tune_listener(a, ignored);
     }
 
-    // Control thread: hands each listening socket over to an accept loop on the worker.
+    // Control thread: hands each listening socket over to its accept loop on the worker.
     void start() {
         for (std::size_t i = 0; i < staged_.size(); ++i) {
-            const auto protocol = staged_[i].local_endpoint().protocol();
             const int fd = staged_[i].release();
-            net::co_spawn(ctx_.worker.executor(), accept_loop(shared_from_this(), i, protocol, fd),
-                          log_escape);
+            net::post(ctx_.worker.executor(),
+                      [self = shared_from_this(), i, fd] { self->open_on_worker(i, fd); });
         }
         staged_.clear();
     }
@@ -114,45 +106,122 @@ public:
         for (auto& a : staged_) {
             a.close(ignored);
         }
-        for (auto& a : acceptors_) {
-            a.close(ignored);
+        for (auto& l : listening_) {
+            l.close(ignored);  // a pending wait ends with operation_aborted
+        }
+        for (auto& t : backoffs_) {
+            t.cancel();
         }
     }
 
 private:
-    static net::awaitable<void> accept_loop(std::shared_ptr<Listener> self, std::size_t i,
-                                            tcp protocol, int fd) {
-        auto& acceptor = self->acceptors_[i];
-        boost::system::error_code aec;
-        acceptor.assign(protocol, fd, aec);
-        if (aec) {
+    // Connections taken per wakeup before the worker runs its other handlers (HAProxy's
+    // tune.maxaccept): a burst of new connections does not hold up the live tunnels.
+    static constexpr int max_accepts_per_run = 16;
+
+    void open_on_worker(std::size_t i, int fd) {
+        auto& l = listening_[i];
+        boost::system::error_code ec;
+        l.assign(protocols_[i], fd, ec);
+        if (ec) {
             ::close(fd);
             log::error("cannot accept on a listen address",
-                       {{"listen", self->key_}, {"error", aec.message()}});
-            co_return;
+                       {{"listen", key_}, {"error", ec.message()}});
+            return;
         }
-        net::steady_timer backoff(acceptor.get_executor());
-        log::Throttle warnings(10s);
-        tcp::endpoint peer;  // filled by accept: no getpeername per connection
-        while (acceptor.is_open()) {
-            auto [ec, socket] = co_await acceptor.async_accept(peer, use_tuple);
-            if (ec == net::error::operation_aborted || !acceptor.is_open()) {
-                co_return;
-            }
-            if (ec) {
-                // EMFILE/ENFILE/ENOBUFS: the pending connection stays queued; back off instead
-                // of spinning on a readable listener, warn at most every 10 s.
-                if (const auto held = warnings.pass(runtime::Clock::now())) {
-                    log::warn("accept failed, backing off", {{"listen", self->key_},
-                                                             {"error", ec.message()},
-                                                             {"held_back", std::to_string(*held)}});
-                }
-                backoff.expires_after(100ms);
-                co_await backoff.async_wait(use_tuple);
+        runtime::own_descriptor(l, true);
+        accept_more(i);
+    }
+
+    // The accept loop of listening socket i, without an Asio operation or a coroutine step per
+    // connection: accept4 until the queue is empty (then wait for its next edge), at most
+    // max_accepts_per_run at a time. The listening socket sits in a tcp::socket, which has
+    // the reactor registration the wait needs; accept is called directly.
+    void accept_more(std::size_t i) {
+        auto& l = listening_[i];
+        for (int n = 0; n < max_accepts_per_run; ++n) {
+            tcp::endpoint peer;  // filled by accept: no getpeername per connection
+            auto len = static_cast<socklen_t>(peer.capacity());
+            const int fd =
+                ::accept4(l.native_handle(), peer.data(), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0) {
+                peer.resize(std::min<std::size_t>(len, peer.capacity()));
+                admit(i, fd, peer);
                 continue;
             }
-            self->dispatch(std::move(socket), peer);
+            switch (errno) {
+                case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+                case EWOULDBLOCK:
+#endif
+                    wait_for_connections(i);
+                    return;
+                // A connection that failed while queued (accept(2): retry as for EAGAIN), or
+                // a signal: the next one.
+                case EINTR:
+                case ECONNABORTED:
+                case EPROTO:
+                case ENETDOWN:
+                case ENOPROTOOPT:
+                case EHOSTDOWN:
+                case ENONET:
+                case EHOSTUNREACH:
+                case EOPNOTSUPP:
+                case ENETUNREACH:
+                case EPERM:  // refused by a firewall rule
+                    continue;
+                case EBADF:  // closed by close()
+                    return;
+                default:
+                    back_off(i, errno);
+                    return;
+            }
         }
+        net::post(ctx_.worker.executor(), [self = shared_from_this(), i] { self->accept_more(i); });
+    }
+
+    void wait_for_connections(std::size_t i) {
+        auto resume = [self = shared_from_this(), i](const boost::system::error_code& ec) {
+            if (!ec && self->listening_[i].is_open()) {
+                self->accept_more(i);
+            }
+        };
+#if TPT_EDGE_WAIT
+        edge::wait(edge::reactor_of(ctx_.worker.context()), listening_[i], false,
+                   std::move(resume));
+#else
+        listening_[i].async_wait(tcp::socket::wait_read, std::move(resume));
+#endif
+    }
+
+    // EMFILE/ENFILE/ENOBUFS/ENOMEM: the pending connection stays queued; back off instead of
+    // spinning on a readable listener, warn at most every 10 s.
+    void back_off(std::size_t i, int error) {
+        if (const auto held = warnings_.pass(runtime::Clock::now())) {
+            log::warn("accept failed, backing off",
+                      {{"listen", key_},
+                       {"error", std::system_category().message(error)},
+                       {"held_back", std::to_string(*held)}});
+        }
+        auto& timer = backoffs_[i];
+        timer.expires_after(100ms);
+        timer.async_wait([self = shared_from_this(), i](const boost::system::error_code& ec) {
+            if (!ec && self->listening_[i].is_open()) {
+                self->accept_more(i);
+            }
+        });
+    }
+
+    void admit(std::size_t i, int fd, const tcp::endpoint& peer) {
+        tcp::socket socket(ctx_.worker.executor());
+        boost::system::error_code ec;
+        socket.assign(protocols_[i], fd, ec);
+        if (ec) {  // the reactor could not register it (out of memory)
+            ::close(fd);
+            return;
+        }
+        runtime::own_descriptor(socket, true);  // accept4 made it O_NONBLOCK
+        dispatch(std::move(socket), peer);
     }
 
     void dispatch(tcp::socket socket, const tcp::endpoint& peer) {
@@ -190,8 +259,11 @@ private:
     session::WorkerContext& ctx_;
     std::shared_ptr<session::SnapshotPtr> current_;
     std::string key_;
-    std::vector<tcp::acceptor> staged_;     // bind() to start(): on the staging io_context
-    std::vector<tcp::acceptor> acceptors_;  // one per resolved endpoint, on the worker
+    std::vector<tcp::acceptor> staged_;        // bind() to start(): on the staging io_context
+    std::vector<tcp::socket> listening_;       // one per resolved endpoint, on the worker
+    std::vector<net::steady_timer> backoffs_;  // one per listening socket
+    std::vector<tcp> protocols_;               // one per listening socket
+    log::Throttle warnings_{10s};
 };
 
 ServerSet::ServerSet(runtime::Runtime& runtime) : runtime_(runtime) {
