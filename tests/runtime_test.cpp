@@ -40,6 +40,16 @@ Accepted accept_one(net::io_context& io, tcp::acceptor& acc) {
     return {std::move(peer), std::move(socket)};
 }
 
+// Starts a read of up to got.size() bytes into `got`; its completion stores the count in
+// `bytes` (which, like `got`, must outlive it) and expects no error.
+void read_some_into(tcp::socket& socket, std::string& got, std::size_t& bytes) {
+    socket.async_read_some(net::buffer(got),
+                           [&bytes](const boost::system::error_code& e, std::size_t n) {
+                               EXPECT_FALSE(e) << e.message();
+                               bytes = n;
+                           });
+}
+
 // The session sets no option on an accepted connection: it relies on Linux copying them from
 // the listening socket. If a kernel stopped doing so, this fails.
 TEST(TuneListener, AcceptedConnectionsInheritNoDelayAndDelayedAcks) {
@@ -76,11 +86,7 @@ TEST(OwnDescriptor, AdoptedNonBlockingSocketServesAsyncAndBlockingReads) {
 
     std::string got(5, '\0');
     std::size_t async_bytes = 0;
-    adopted.async_read_some(net::buffer(got),
-                            [&](const boost::system::error_code& e, std::size_t n) {
-                                EXPECT_FALSE(e) << e.message();
-                                async_bytes = n;
-                            });
+    read_some_into(adopted, got, async_bytes);
     net::write(peer, net::buffer(std::string("first")));
     io.run_for(5s);
     EXPECT_EQ(async_bytes, 5U);
@@ -113,11 +119,7 @@ TEST(ReadAfterEvent, BytesThatCameBeforeRegistrationAreStillRead) {
 
     std::string got(5, '\0');
     std::size_t bytes = 0;
-    socket.async_read_some(net::buffer(got),
-                           [&](const boost::system::error_code& e, std::size_t n) {
-                               EXPECT_FALSE(e) << e.message();
-                               bytes = n;
-                           });
+    read_some_into(socket, got, bytes);
     io.run_for(5s);  // returns as soon as the read completed
     EXPECT_EQ(bytes, 5U);
     EXPECT_EQ(got, "early");
@@ -133,11 +135,7 @@ TEST(ReadAfterEvent, BytesThatComeLaterAreRead) {
 
     std::string got(5, '\0');
     std::size_t bytes = 0;
-    socket.async_read_some(net::buffer(got),
-                           [&](const boost::system::error_code& e, std::size_t n) {
-                               EXPECT_FALSE(e) << e.message();
-                               bytes = n;
-                           });
+    read_some_into(socket, got, bytes);
     EXPECT_EQ(io.poll(), 0U);  // nothing to read: the read waits
     EXPECT_EQ(bytes, 0U);
     net::write(peer, net::buffer(std::string("later")));

@@ -19,6 +19,16 @@ using namespace boost::asio::experimental::awaitable_operators;
 namespace {
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
+// The endpoint of an IP literal host; nullopt for a name.
+std::optional<tcp::endpoint> literal_endpoint(const address::HostPort& hp) {
+    boost::system::error_code ec;
+    const auto literal = net::ip::make_address(hp.host, ec);
+    if (ec) {
+        return std::nullopt;
+    }
+    return tcp::endpoint{literal, hp.port};
+}
+
 bool family_ok(const tcp::endpoint& ep, address::Family f) {
     switch (f) {
         case address::Family::v4:
@@ -121,13 +131,10 @@ const Resolver::Entry* Resolver::fresh_entry(const address::HostPort& hp, addres
 std::optional<Resolver::Answer> Resolver::at_once(const address::HostPort& hp,
                                                   address::Family family,
                                                   std::chrono::milliseconds refresh) const {
-    boost::system::error_code ec;
-    const auto literal = net::ip::make_address(hp.host, ec);
-    if (!ec) {
+    if (const auto ep = literal_endpoint(hp)) {
         Answer answer;
-        const tcp::endpoint ep{literal, hp.port};
-        if (family_ok(ep, family)) {
-            answer.endpoints.push_back(ep);
+        if (family_ok(*ep, family)) {
+            answer.endpoints.push_back(*ep);
         } else {
             answer.error = "address family does not match the upstream protocol";
         }
@@ -142,11 +149,8 @@ std::optional<Resolver::Answer> Resolver::at_once(const address::HostPort& hp,
 std::optional<tcp::endpoint> Resolver::first_at_once(const address::HostPort& hp,
                                                      address::Family family,
                                                      std::chrono::milliseconds refresh) const {
-    boost::system::error_code ec;
-    const auto literal = net::ip::make_address(hp.host, ec);
-    if (!ec) {
-        const tcp::endpoint ep{literal, hp.port};
-        return family_ok(ep, family) ? std::optional(ep) : std::nullopt;
+    if (const auto ep = literal_endpoint(hp)) {
+        return family_ok(*ep, family) ? ep : std::nullopt;
     }
     const Entry* e = fresh_entry(hp, family, refresh);
     return e != nullptr && !e->endpoints.empty() ? std::optional(e->endpoints.front())
