@@ -1,9 +1,11 @@
 """Resource exhaustion and hostile clients, black-box: running out of file descriptors
 (accept hits EMFILE), silent and trickling clients on a tls:true listener, a flood of
-concurrent connects against maxclients, and a flood of slow connections on the admin port."""
+concurrent connects against maxclients, a flood of slow connections on the admin port, and a
+backlog of connections queued while tpt was stopped."""
 import os
 import resource
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -405,4 +407,32 @@ def test_admin_flood_of_slow_clients_is_bounded_and_healthz_still_answers(tpt):
         assert http_get(proc.admin + "/healthz", timeout=3)[0] == 200
     finally:
         for s in slow:
+            s.close()
+
+
+# --- (5) a backlog of queued connections ----------------------------------------------------
+
+@pytest.mark.concurrency
+def test_a_backlog_queued_while_tpt_was_stopped_is_all_relayed(tpt, servers):
+    """The accept loop takes at most 16 connections per run, then lets the worker's other
+    handlers run and comes back. 300 connections whose handshakes the kernel completed while
+    tpt was stopped (SIGSTOP) wait in the listen queues at once; every one must be relayed."""
+    upstream = servers(echo_handler)
+    port = free_port()
+    proc = tpt(config(f'  s:\n    listen: ["127.0.0.1:{port}"]\n    default: up\n'
+                      f'    maxclients: 1000\n',
+                      f'  up: "tcp://{upstream.address}"\n'))
+    socks = []
+    proc.popen.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(300):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+    finally:
+        proc.popen.send_signal(signal.SIGCONT)
+    try:
+        for i, s in enumerate(socks):
+            payload = f"connection {i:03d}".encode()
+            assert roundtrip(s, payload, timeout=10) == payload, f"connection {i}"
+    finally:
+        for s in socks:
             s.close()
