@@ -195,6 +195,43 @@ TEST(Metrics, ConnectHistogramHasTheSpecBuckets) {
         12.003);
 }
 
+// Connect observations wait in per-handle atomics until a scrape folds them in: none may be
+// lost to concurrent workers or to a scrape in the middle of them, and a bound itself counts
+// in its own bucket (le = "less or equal").
+TEST(Metrics, ConnectObservationsFromManyThreadsAllArriveAcrossScrapes) {
+    auto m = make_metrics("v");
+    auto r = m->route("s", "a.example", "up");
+    constexpr int threads = 4;
+    constexpr int each = 5000;
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+        workers.emplace_back([&r] {
+            for (int i = 0; i < each; ++i) {
+                r->observe_connect_seconds(0.0025);
+            }
+        });
+    }
+    for (int i = 0; i < 20; ++i) {
+        (void)m->serialize();  // folds while the workers observe
+    }
+    for (auto& w : workers) {
+        w.join();
+    }
+    const auto text = m->serialize();
+    const std::string labels = R"({route="a.example",server="s")";
+    EXPECT_EQ(
+        value_of(text, "tpt_upstream_connect_duration_seconds_bucket" + labels + R"(,le="0.001"})"),
+        0);
+    EXPECT_EQ(value_of(text, "tpt_upstream_connect_duration_seconds_bucket" + labels +
+                                 R"(,le="0.0025"})"),
+              threads * each);
+    EXPECT_EQ(value_of(text, "tpt_upstream_connect_duration_seconds_count" + labels + "}"),
+              threads * each);
+    const auto sum = value_of(text, "tpt_upstream_connect_duration_seconds_sum" + labels + "}");
+    ASSERT_TRUE(sum.has_value());
+    EXPECT_NEAR(*sum, threads * each * 0.0025, 1e-6);
+}
+
 TEST(Metrics, ListenerGauges) {
     auto m = make_metrics("v");
     auto l = m->listener("proxy", "0.0.0.0:8443");

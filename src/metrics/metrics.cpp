@@ -1,10 +1,15 @@
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cassert>
+#include <cmath>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -27,9 +32,11 @@ using prometheus::Gauge;
 using prometheus::Histogram;
 using prometheus::Labels;
 
+constexpr std::array<double, 14> connect_bounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                0.25,  0.5,    1,     2.5,  5,     10,   30};
+
 const Histogram::BucketBoundaries& connect_buckets() {
-    static const Histogram::BucketBoundaries buckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                     0.25,  0.5,    1,     2.5,  5,     10,   30};
+    static const Histogram::BucketBoundaries buckets(connect_bounds.begin(), connect_bounds.end());
     return buckets;
 }
 
@@ -183,7 +190,8 @@ public:
     RouteHandle& operator=(const RouteHandle&) = delete;
 
     ~RouteHandle() override {
-        std::lock_guard lock(core_->mu_);
+        fold_connect();  // the histogram may outlive this handle (shared labels)
+        const std::lock_guard lock(core_->mu_);
         core_->release(core_->route_connections_, connections_);
         core_->release(core_->route_active_, active_);
         core_->release(core_->route_bytes_, to_upstream_);
@@ -219,7 +227,7 @@ public:
         }
         const auto index = static_cast<std::size_t>(reason);
         // Errors are rare; the lock keeps the lazily added child and its release consistent.
-        std::lock_guard lock(core_->mu_);
+        const std::lock_guard lock(core_->mu_);
         Counter*& counter = errors_.at(index);
         if (counter == nullptr) {
             Labels l = server_route_labels();
@@ -229,7 +237,33 @@ public:
         counter->Increment();
     }
 
-    void observe_connect_seconds(double seconds) override { connect_.Observe(seconds); }
+    // Without a lock: prometheus-cpp's Histogram::Observe takes a mutex that every worker's
+    // connects would share. The counts wait in atomics until a scrape (or this handle's end)
+    // folds them into the histogram.
+    void observe_connect_seconds(double seconds) override {
+        const auto bucket = static_cast<std::size_t>(
+            std::lower_bound(connect_bounds.begin(), connect_bounds.end(), seconds) -
+            connect_bounds.begin());  // the first bound >= seconds; connect_bounds.size(): +Inf
+        pending_buckets_.at(bucket).fetch_add(1, std::memory_order_relaxed);
+        const double ns = std::isfinite(seconds) && seconds > 0 ? seconds * 1e9 : 0;
+        pending_sum_ns_.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
+    }
+
+    // Moves the pending connect observations into the histogram. Any thread; a concurrent
+    // observation lands in this fold or the next (the sum may trail the count by it).
+    void fold_connect() {
+        std::vector<double> increments(pending_buckets_.size());
+        bool any = false;
+        for (std::size_t i = 0; i < pending_buckets_.size(); ++i) {
+            const auto n = pending_buckets_.at(i).exchange(0, std::memory_order_relaxed);
+            increments.at(i) = static_cast<double>(n);
+            any = any || n != 0;
+        }
+        const auto sum_ns = pending_sum_ns_.exchange(0, std::memory_order_relaxed);
+        if (any || sum_ns != 0) {
+            connect_.ObserveMultiple(increments, static_cast<double>(sum_ns) / 1e9);
+        }
+    }
 
 private:
     Labels server_route_labels() const {
@@ -254,6 +288,8 @@ private:
     Counter& to_client_;
     Histogram& connect_;
     std::array<Counter*, outcome_count> errors_{};  // guarded by core_->mu_
+    std::array<std::atomic<std::uint64_t>, connect_bounds.size() + 1> pending_buckets_{};
+    std::atomic<std::uint64_t> pending_sum_ns_{0};
 };
 
 class ListenerHandle final : public ListenerMetrics {
@@ -269,7 +305,7 @@ public:
     ListenerHandle& operator=(const ListenerHandle&) = delete;
 
     ~ListenerHandle() override {
-        std::lock_guard lock(core_->mu_);
+        const std::lock_guard lock(core_->mu_);
         core_->release(core_->active_, active_);
         core_->release(core_->maxclients_, maxclients_);
         forget_entry(core_->listeners_, key_);
@@ -295,7 +331,7 @@ public:
     RouteMetricsPtr route(std::string_view server, std::string_view route,
                           std::string_view upstream) override {
         Core::RouteKey key{std::string(server), std::string(route), std::string(upstream)};
-        std::lock_guard lock(core_->mu_);
+        const std::lock_guard lock(core_->mu_);
         auto& slot = core_->routes_[key];
         if (auto live = slot.lock()) {
             return live;
@@ -307,7 +343,7 @@ public:
 
     ListenerMetricsPtr listener(std::string_view server, std::string_view listen) override {
         Core::ListenerKey key{std::string(server), std::string(listen)};
-        std::lock_guard lock(core_->mu_);
+        const std::lock_guard lock(core_->mu_);
         auto& slot = core_->listeners_[key];
         if (auto live = slot.lock()) {
             return live;
@@ -318,12 +354,12 @@ public:
     }
 
     void maxclients_rejected(std::string_view server) override {
-        std::lock_guard lock(core_->mu_);
+        const std::lock_guard lock(core_->mu_);
         core_->rejected_.Add({{"name", std::string(server)}}).Increment();
     }
 
     void forget_server(std::string_view server) override {
-        std::lock_guard lock(core_->mu_);
+        const std::lock_guard lock(core_->mu_);
         const Labels labels{{"name", std::string(server)}};
         if (core_->rejected_.Has(labels)) {
             core_->rejected_.Remove(&core_->rejected_.Add(labels));
@@ -331,7 +367,7 @@ public:
     }
 
     void reload_result(bool success, std::string_view sha256, double unix_seconds) override {
-        std::lock_guard lock(core_->mu_);
+        const std::lock_guard lock(core_->mu_);
         core_->reloads_.Add({{"result", success ? "success" : "failure"}}).Increment();
         core_->last_reload_ok_.Add({}).Set(success ? 1 : 0);
         if (success) {
@@ -341,13 +377,29 @@ public:
     }
 
     void config_loaded(std::string_view sha256, double unix_seconds) override {
-        std::lock_guard lock(core_->mu_);
+        const std::lock_guard lock(core_->mu_);
         core_->last_reload_ok_.Add({}).Set(1);
         core_->last_reload_time_.Add({}).Set(unix_seconds);
         core_->set_config_hash(sha256);
     }
 
     std::string serialize() override {
+        // Pending connect observations first. The handles are taken under the lock and let
+        // go after it: a last reference dropped here runs ~RouteHandle, which locks mu_.
+        std::vector<RouteMetricsPtr> live;
+        {
+            const std::lock_guard lock(core_->mu_);
+            live.reserve(core_->routes_.size());
+            for (const auto& [key, weak] : core_->routes_) {
+                if (auto handle = weak.lock()) {
+                    live.push_back(std::move(handle));
+                }
+            }
+        }
+        for (const auto& handle : live) {
+            static_cast<RouteHandle&>(*handle).fold_connect();
+        }
+        live.clear();
         auto families = core_->registry_.Collect();
         auto proc = process::collect();
         families.insert(families.end(), std::make_move_iterator(proc.begin()),
