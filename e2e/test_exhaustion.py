@@ -43,6 +43,13 @@ def config(servers_yaml, upstream_yaml="", log="info"):
     return text
 
 
+def one_server(name, port, upstream, maxclients):
+    """config() of one plain server `name` on 127.0.0.1:port, routed to the upstream `up`."""
+    return config(f'  {name}:\n    listen: ["127.0.0.1:{port}"]\n    default: up\n'
+                  f'    maxclients: {maxclients}\n',
+                  f'  up: "tcp://{upstream.address}"\n')
+
+
 def roundtrip(sock, payload, timeout=5.0):
     """Sends payload and reads the same number of bytes back (an echo)."""
     sock.settimeout(timeout)
@@ -299,9 +306,7 @@ def test_maxclients_holds_under_a_flood_of_500_concurrent_connects(tpt, servers)
 
     upstream = servers(hold)
     port = free_port()
-    proc = tpt(config(f'  limited:\n    listen: ["127.0.0.1:{port}"]\n    default: up\n'
-                      f'    maxclients: {maxclients}\n',
-                      f'  up: "tcp://{upstream.address}"\n'))
+    proc = tpt(one_server("limited", port, upstream, maxclients))
 
     socks = []
     socks_lock = threading.Lock()
@@ -419,9 +424,7 @@ def test_a_backlog_queued_while_tpt_was_stopped_is_all_relayed(tpt, servers):
     tpt was stopped (SIGSTOP) wait in the listen queues at once; every one must be relayed."""
     upstream = servers(echo_handler)
     port = free_port()
-    proc = tpt(config(f'  s:\n    listen: ["127.0.0.1:{port}"]\n    default: up\n'
-                      f'    maxclients: 1000\n',
-                      f'  up: "tcp://{upstream.address}"\n'))
+    proc = tpt(one_server("s", port, upstream, 1000))
     socks = []
     proc.popen.send_signal(signal.SIGSTOP)
     try:

@@ -72,6 +72,7 @@ struct WorkerContext {
 };
 
 // Runs one connection to its end, on the calling worker: starts its phases and returns.
+// `client` is adopted from accept already (runtime::own_descriptor, O_NONBLOCK);
 // `peer` is the client's address (from accept). The caller has counted the connection in
 // server.state->active (unless the server is health_only) and in the listener gauge; the
 // session un-counts both at its end. An established tunnel holds the session object and the

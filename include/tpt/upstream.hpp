@@ -89,8 +89,8 @@ protected:
     ~BeforeWait() = default;
 };
 
-// An attempt the caller started itself, with start_connect() on the first address of
-// Resolver::at_once()'s answer, and hands to connect() to finish.
+// An attempt the caller started itself, with start_connect() on Resolver::first_at_once()'s
+// address, and hands to connect() to finish.
 struct FirstAttempt {
     tcp::endpoint endpoint;
     Started started;

@@ -73,9 +73,7 @@ public:
     void bind(net::io_context& staging, const tcp::endpoint& ep) {
         auto& a = staged_.emplace_back(staging);
         // Opened on the worker; sized here, so that references to them stay valid.
-        listening_.emplace_back(ctx_.worker.executor());
-        backoffs_.emplace_back(ctx_.worker.executor());
-        protocols_.push_back(ep.protocol());
+        listening_.emplace_back(ctx_.worker.executor(), ep.protocol());
         a.open(ep.protocol());
         a.set_option(net::socket_base::reuse_address(true));
         a.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
@@ -107,10 +105,8 @@ public:
             a.close(ignored);
         }
         for (auto& l : listening_) {
-            l.close(ignored);  // a pending wait ends with operation_aborted
-        }
-        for (auto& t : backoffs_) {
-            t.cancel();
+            l.socket.close(ignored);  // a pending wait ends with operation_aborted
+            l.backoff.cancel();
         }
     }
 
@@ -119,10 +115,18 @@ private:
     // tune.maxaccept): a burst of new connections does not hold up the live tunnels.
     static constexpr int max_accepts_per_run = 16;
 
+    // A listening socket on the worker, with what its accept loop needs.
+    struct Listening {
+        Listening(const net::any_io_executor& ex, tcp p) : socket(ex), backoff(ex), protocol(p) {}
+        tcp::socket socket;  // a listening descriptor: the reactor registration to wait on
+        net::steady_timer backoff;
+        tcp protocol;
+    };
+
     void open_on_worker(std::size_t i, int fd) {
-        auto& l = listening_[i];
+        auto& l = listening_[i].socket;
         boost::system::error_code ec;
-        l.assign(protocols_[i], fd, ec);
+        l.assign(listening_[i].protocol, fd, ec);
         if (ec) {
             ::close(fd);
             log::error("cannot accept on a listen address",
@@ -138,7 +142,7 @@ private:
     // max_accepts_per_run at a time. The listening socket sits in a tcp::socket, which has
     // the reactor registration the wait needs; accept is called directly.
     void accept_more(std::size_t i) {
-        auto& l = listening_[i];
+        auto& l = listening_[i].socket;
         for (int n = 0; n < max_accepts_per_run; ++n) {
             tcp::endpoint peer;  // filled by accept: no getpeername per connection
             auto len = static_cast<socklen_t>(peer.capacity());
@@ -180,17 +184,21 @@ private:
         net::post(ctx_.worker.executor(), [self = shared_from_this(), i] { self->accept_more(i); });
     }
 
-    void wait_for_connections(std::size_t i) {
-        auto resume = [self = shared_from_this(), i](const boost::system::error_code& ec) {
-            if (!ec && self->listening_[i].is_open()) {
+    // The handler that takes accept loop i up again after a wait, unless the wait failed (the
+    // listening socket was closed).
+    auto resume(std::size_t i) {
+        return [self = shared_from_this(), i](const boost::system::error_code& ec) {
+            if (!ec && self->listening_[i].socket.is_open()) {
                 self->accept_more(i);
             }
         };
+    }
+
+    void wait_for_connections(std::size_t i) {
 #if TPT_EDGE_WAIT
-        edge::wait(edge::reactor_of(ctx_.worker.context()), listening_[i], false,
-                   std::move(resume));
+        edge::wait(edge::reactor_of(ctx_.worker.context()), listening_[i].socket, false, resume(i));
 #else
-        listening_[i].async_wait(tcp::socket::wait_read, std::move(resume));
+        listening_[i].socket.async_wait(tcp::socket::wait_read, resume(i));
 #endif
     }
 
@@ -203,19 +211,15 @@ private:
                        {"error", std::system_category().message(error)},
                        {"held_back", std::to_string(*held)}});
         }
-        auto& timer = backoffs_[i];
+        auto& timer = listening_[i].backoff;
         timer.expires_after(100ms);
-        timer.async_wait([self = shared_from_this(), i](const boost::system::error_code& ec) {
-            if (!ec && self->listening_[i].is_open()) {
-                self->accept_more(i);
-            }
-        });
+        timer.async_wait(resume(i));
     }
 
     void admit(std::size_t i, int fd, const tcp::endpoint& peer) {
         tcp::socket socket(ctx_.worker.executor());
         boost::system::error_code ec;
-        socket.assign(protocols_[i], fd, ec);
+        socket.assign(listening_[i].protocol, fd, ec);
         if (ec) {  // the reactor could not register it (out of memory)
             ::close(fd);
             return;
@@ -259,10 +263,8 @@ private:
     session::WorkerContext& ctx_;
     std::shared_ptr<session::SnapshotPtr> current_;
     std::string key_;
-    std::vector<tcp::acceptor> staged_;        // bind() to start(): on the staging io_context
-    std::vector<tcp::socket> listening_;       // one per resolved endpoint, on the worker
-    std::vector<net::steady_timer> backoffs_;  // one per listening socket
-    std::vector<tcp> protocols_;               // one per listening socket
+    std::vector<tcp::acceptor> staged_;  // bind() to start(): on the staging io_context
+    std::vector<Listening> listening_;   // one per resolved endpoint, on the worker
     log::Throttle warnings_{10s};
 };
 

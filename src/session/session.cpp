@@ -119,7 +119,6 @@ public:
           listen_(&listen),
           peer_(peer),
           start_(runtime::Clock::now()) {
-        runtime::own_descriptor(client_);
         ctx_.worker.add(*this);
     }
     Session(const Session&) = delete;
