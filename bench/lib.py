@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Helpers for bench/run.sh: free ports, process CPU and RSS, output parsers, the idle-tunnel
-client and backend, and the final table. Standard library only; loopback only.
+client and backend, and the final table. Standard library only (and the e2e tests' port
+allocator); loopback only.
 
   lib.py ports N                      N free loopback TCP ports, one per line
   lib.py cpu PID...                   utime+stime of the processes, in seconds
@@ -23,19 +24,17 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from helpers import free_port  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
+    """n distinct loopback ports for the proxies and backends to listen on, from the e2e
+    tests' allocator: outside the kernel's ephemeral range, so that no outgoing connection of
+    the benchmark's clients takes one before its server binds it."""
+    return [free_port() for _ in range(n)]
 
 
 def cpu_seconds(pids):

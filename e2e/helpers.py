@@ -6,18 +6,74 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+TEST_PORT_FLOOR = 20000  # the lowest port handed out; below it live well-known services
+GOLDEN = 0.6180339887  # spreads the start points of runs whose pids are close together
+
+
+def _test_port_range():
+    """(low, high) of the ports free_port() hands out: outside the kernel's ephemeral range,
+    from TEST_PORT_FLOOR up to just below it (20000-32767 with Linux's default 32768-60999),
+    or above it when there is no room below."""
+    try:
+        low, high = (int(n) for n in EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - TEST_PORT_FLOOR >= 1000:
+        return TEST_PORT_FLOOR, low - 1
+    if 65535 - high >= 1000:
+        return high + 1, 65535
+    raise RuntimeError(f"the ephemeral port range {low}-{high} leaves no room for test ports")
+
+
+class _PortAllocator:
+    """Hands out each port of the test range at most once per lap, starting at an offset
+    derived from the pid (so that two pytest runs at once start far apart), skipping any port
+    that cannot be bound right now (another run's tpt, a service, a TIME_WAIT)."""
+
+    def __init__(self):
+        self.low, self.high = _test_port_range()
+        self.span = self.high - self.low + 1
+        self._next = int(os.getpid() * GOLDEN * self.span) % self.span
+        self._lock = threading.Lock()
+
+    def take(self, host):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with self._lock:
+            for _ in range(self.span):
+                port = self.low + self._next
+                self._next = (self._next + 1) % self.span
+                with socket.socket(family, socket.SOCK_STREAM) as s:
+                    try:
+                        s.bind((host, port))
+                    except OSError:
+                        continue
+                return port
+        raise AssertionError(f"no bindable port on {host} in {self.low}-{self.high}")
+
+
+_ports = _PortAllocator()
+
+
 def free_port(host="127.0.0.1"):
-    """A TCP port that was free a moment ago on host (bind to 0 and close)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port on host for ANOTHER process to listen on (tpt, squid, Prometheus), or for
+    nothing to listen on (a refused upstream).
+
+    Not bind(0)-and-close: that port comes from the kernel's ephemeral range
+    (ip_local_port_range), which every outgoing connection on the machine draws from too, so
+    it may be taken again before the other process binds it (EADDRINUSE), and a connect to a
+    "dead" port there may even connect to itself. The ports here lie outside that range, where
+    the kernel never hands one out on its own; each is given out once per run (see
+    _PortAllocator) and was bindable when given. A server the test itself starts binds port 0
+    and reads the port it got instead: that is race-free."""
+    return _ports.take(host)
 
 
 def wait_until(predicate, timeout=10.0, what="condition", interval=0.02):

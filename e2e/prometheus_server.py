@@ -13,13 +13,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from helpers import free_port
 
 PROMETHEUS_BIN = os.environ.get("PROMETHEUS_BIN", "prometheus")
 
@@ -32,12 +33,6 @@ class PromQueryError(AssertionError):
         self.expr = expr
         self.error_type = error_type
         self.error = error
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _poll(predicate, timeout, what, interval=0.1):
@@ -112,9 +107,10 @@ class PrometheusServer:
         config = self.workdir / "prometheus.yml"
         config.write_text(self.config_text())
         self._log = open(self.log_path, "ab")
-        # The port was free a moment ago; another process may take it first, so retry.
+        # free_port() keeps clear of the ports the kernel hands out, but another test run may
+        # bind the same one first: then try the next.
         for _attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
             self.popen = subprocess.Popen(
                 [self.binary,
