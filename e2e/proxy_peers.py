@@ -164,16 +164,45 @@ http_access deny all
                 parts.append(p.read_text(errors="replace"))
         return "\n".join(parts)
 
-    def access_lines(self):
+    # The squid fixture is shared by a module: its access log holds the tunnels of earlier
+    # tests, whose targets' ports the kernel may since have given to this test's servers. A
+    # test reads only what follows a mark it took before its first tunnel.
+
+    def wait_idle(self, timeout=10.0):
+        """Until no client connection to squid is open, so every tunnel so far is logged:
+        squid writes a tunnel's line as it tears the tunnel down, before it closes the
+        client's socket (comm_close runs the close handlers first)."""
+        wait_until(lambda: not self._open_client_connections(), timeout,
+                   "every client connection to squid closed")
+
+    def log_mark(self, timeout=10.0):
+        """The access log's length once every earlier tunnel has ended: no line of an
+        earlier test can come after it."""
+        self.wait_idle(timeout)
+        return self.access_log.stat().st_size if self.access_log.exists() else 0
+
+    def log_since(self, mark):
+        """The access-log lines written after log_mark() returned mark."""
         if not self.access_log.exists():
             return []
-        return self.access_log.read_text(errors="replace").splitlines()
+        with open(self.access_log, "rb") as f:
+            f.seek(mark)
+            return f.read().decode(errors="replace").splitlines()
 
-    def wait_access(self, needle, timeout=10.0):
-        """The first access-log line containing needle (squid logs a tunnel when it ends)."""
+    def wait_access(self, needle, since, timeout=10.0):
+        """The first access-log line after the mark `since` containing needle."""
         def find():
-            return next((line for line in self.access_lines() if needle in line), None)
+            return next((line for line in self.log_since(since) if needle in line), None)
         return wait_until(find, timeout, f"squid access line with {needle!r}")
+
+    def _open_client_connections(self):
+        """Connections to squid's port whose squid end is not closed yet (proc(5),
+        /proc/net/tcp: ESTABLISHED, SYN_RECV or CLOSE_WAIT)."""
+        loopback = struct.unpack("=I", socket.inet_aton("127.0.0.1"))[0]  # host byte order
+        local = f"{loopback:08X}:{self.port:04X}"
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        return [r for r in rows
+                if r.split()[1] == local and r.split()[3] in ("01", "03", "08")]
 
     def _children(self):
         """Pids of squid's children (its auth helpers), which run in sessions of their own."""

@@ -49,11 +49,12 @@ def pki(tmp_path_factory):
 
 @pytest.fixture
 def tls_server(pki):
-    """Factory of TLS echo servers valid for NAMES, recording SNIs; all closed at teardown."""
+    """Factory of TLS echo servers valid for NAMES, recording SNIs; all closed at teardown.
+    port: 0 for any, or the one to reuse."""
     servers = []
 
-    def start():
-        s = TlsServer(pki, f"tls{len(servers)}", names=NAMES)
+    def start(port=0):
+        s = TlsServer(pki, f"tls{len(servers)}", names=NAMES, port=port)
         servers.append(s)
         return s
 
@@ -165,6 +166,7 @@ def assert_no_secret(text):
 # --- squid ---------------------------------------------------------------------------------
 
 def test_squid_static_target_tls_end_to_end(tpt, squid, tls_server, pki):
+    mark = squid.log_mark()
     server = tls_server()
     text, port = config({"proxy": f"tcp://127.0.0.1:{squid.port}"},
                         via=auth_via(target=f"127.0.0.1:{server.port}"))
@@ -180,7 +182,7 @@ def test_squid_static_target_tls_end_to_end(tpt, squid, tls_server, pki):
     wait_until(lambda: server.result_count() == 1, 10, "the TLS server's end of the tunnel")
     assert server.results[0]["sni"] == "tls-a.test"
     assert server.results[0]["echoed"] == len(payload), "the server saw the payload whole"
-    line = squid.wait_access(f"CONNECT 127.0.0.1:{server.port} ")
+    line = squid.wait_access(f"CONNECT 127.0.0.1:{server.port} ", since=mark)
     assert "TCP_TUNNEL/200" in line and f" {USER} " in line, line
     (rec,) = wait_access(proc)
     assert rec["result"] == "ok", rec
@@ -196,6 +198,7 @@ def test_squid_static_target_tls_end_to_end(tpt, squid, tls_server, pki):
 
 
 def test_squid_sni_as_target_resolved_by_squid(tpt, squid, tls_server, pki):
+    mark = squid.log_mark()
     server = tls_server()
     text, port = config({"proxy": f"tcp://127.0.0.1:{squid.port}"},
                         via=auth_via(use_sni_as_target=True, target_port=server.port))
@@ -205,7 +208,7 @@ def test_squid_sni_as_target_resolved_by_squid(tpt, squid, tls_server, pki):
 
     assert got == b"sni-target"
     assert server.snis == ["tls-b.test"]
-    line = squid.wait_access(f"CONNECT tls-b.test:{server.port} ")
+    line = squid.wait_access(f"CONNECT tls-b.test:{server.port} ", since=mark)
     assert "TCP_TUNNEL/200" in line, line
     (rec,) = wait_access(proc)
     assert rec["result"] == "ok" and rec["connect_target"] == f"tls-b.test:{server.port}", rec
@@ -231,8 +234,10 @@ def test_squid_concurrent_tunnels_keep_their_own_sni(tpt, squid, tls_server, pki
         sorted(f"{sni}:{server.port}" for sni, _ in jobs)
 
 
-def test_squid_per_sni_via_override_and_direct(tpt, squid, tls_server, pki):
-    a, b, c = tls_server(), tls_server(), tls_server()
+def via_override_and_direct(tpt, squid, pki, a, b, c):
+    """One tpt whose default route goes to A through squid, tls-b.test to B through squid
+    (a per-SNI via), and direct.test straight to C (via: {}); each SNI once."""
+    mark = squid.log_mark()
     text, port = config(
         {"proxy": f"tcp://127.0.0.1:{squid.port}", "direct_c": f"tcp://127.0.0.1:{c.port}"},
         via=auth_via(target=f"127.0.0.1:{a.port}"),
@@ -249,18 +254,47 @@ def test_squid_per_sni_via_override_and_direct(tpt, squid, tls_server, pki):
     assert a.snis == ["tls-a.test"], "the server's via (default route) goes to A through squid"
     assert b.snis == ["tls-b.test"], "the per-SNI via override goes to B through squid"
     assert c.snis == ["direct.test"], "via: {} goes straight to C"
-    squid.wait_access(f"CONNECT 127.0.0.1:{a.port} ")
-    squid.wait_access(f"CONNECT 127.0.0.1:{b.port} ")
+    squid.wait_access(f"CONNECT 127.0.0.1:{a.port} ", since=mark)
+    squid.wait_access(f"CONNECT 127.0.0.1:{b.port} ", since=mark)
     records = {r["sni"]: r for r in wait_access(proc, 3)}
     assert all(r["result"] == "ok" for r in records.values()), records
     assert records["tls-a.test"]["connect_target"] == f"127.0.0.1:{a.port}"
     assert records["tls-b.test"]["connect_target"] == f"127.0.0.1:{b.port}"
     assert records["direct.test"]["connect_target"] in ("", "-"), records["direct.test"]
-    assert not any(f":{c.port} " in line for line in squid.access_lines()), \
+    squid.wait_idle()  # tpt has closed all three tunnels: squid has logged any it carried
+    assert not any(f":{c.port} " in line for line in squid.log_since(mark)), \
         "the direct route must not go through squid"
 
 
+def test_squid_per_sni_via_override_and_direct(tpt, squid, tls_server, pki):
+    via_override_and_direct(tpt, squid, pki, tls_server(), tls_server(), tls_server())
+
+
+def test_squid_lines_of_an_earlier_tunnel_to_the_direct_port_do_not_count(tpt, squid,
+                                                                         tls_server, pki):
+    """The CI failure of 2026-12-05 made deterministic: squid is shared by the module, and an
+    earlier tunnel through it went to port P; now C, the direct route's server, listens on P.
+    The direct route goes straight to C, and the squid line naming P is the earlier one's."""
+    mark = squid.log_mark()
+    earlier = tls_server(port=free_port())
+    p = earlier.port
+    text, port = config({"proxy": f"tcp://127.0.0.1:{squid.port}"},
+                        via=auth_via(target=f"127.0.0.1:{p}"))
+    first = tpt(text, env={"PROXY_AUTH": GOOD_AUTH})
+    assert tls_roundtrip(port, "tls-a.test", pki, b"earlier")[0] == b"earlier"
+    squid.wait_access(f"CONNECT 127.0.0.1:{p} ", since=mark)
+    first.stop()
+    earlier.close()
+
+    c = tls_server(port=p)
+    assert c.port == p
+    via_override_and_direct(tpt, squid, pki, tls_server(), tls_server(), c)
+    # The earlier line is still there for a scan of the whole log to trip over.
+    assert any(f":{p} " in line for line in squid.log_since(0))
+
+
 def test_squid_wrong_password_is_refused_without_leaking_it(tpt, squid, tls_server):
+    mark = squid.log_mark()
     server = tls_server()
     text, port = config({"proxy": f"tcp://127.0.0.1:{squid.port}"},
                         via=auth_via(target=f"127.0.0.1:{server.port}"))
@@ -280,7 +314,7 @@ def test_squid_wrong_password_is_refused_without_leaking_it(tpt, squid, tls_serv
     assert refused[0].get("proxy_authenticate") == "Basic", refused
     assert_no_secret(proc.log_text())
     assert server.accepted == 0 and server.snis == []
-    line = squid.wait_access(f"CONNECT 127.0.0.1:{server.port} ")
+    line = squid.wait_access(f"CONNECT 127.0.0.1:{server.port} ", since=mark)
     assert "TCP_DENIED/407" in line, line
 
 

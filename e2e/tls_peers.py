@@ -1,8 +1,8 @@
 """Real peers for black-box tests of tpt: a throw-away PKI made with the `openssl` CLI, a
 threaded TLS server (Python `ssl`) that records the SNI each handshake carried, and a threaded
 plain TCP server whose per-connection behaviour is a handler function (echo, record, sink and
-source). Every server binds port 0 on a loopback address and is stopped by close(), which
-joins every thread it started."""
+source). Every server binds port 0 on a loopback address (or, when a test must reuse one, the
+port it is given) and is stopped by close(), which joins every thread it started."""
 import hashlib
 import socket
 import ssl
@@ -66,14 +66,16 @@ class Pki:
 
 
 class _ThreadedServer:
-    """Accept loop on its own thread, one thread per connection; close() stops and joins all."""
+    """Accept loop on its own thread, one thread per connection; close() stops and joins all.
+    port 0 (the default) takes whatever port the kernel gives; SO_REUSEADDR lets a server bind
+    a port that an earlier, closed server left connections in TIME_WAIT on."""
 
-    def __init__(self, host="127.0.0.1", backlog=256):
+    def __init__(self, host="127.0.0.1", backlog=256, port=0):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.host = host
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(backlog)
         self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
@@ -177,7 +179,7 @@ class TlsServer(_ThreadedServer):
     connection is closed; any other bytes are echoed until the client's EOF.
     results: dicts {sni, version, echoed} per completed handshake."""
 
-    def __init__(self, pki, name, names=(), host="127.0.0.1"):
+    def __init__(self, pki, name, names=(), host="127.0.0.1", port=0):
         self.name = name
         self.snis = []
         cert, key = pki.server_cert(list(names) + [name])
@@ -185,7 +187,7 @@ class TlsServer(_ThreadedServer):
         self.ctx.load_cert_chain(str(cert), str(key))
         self.ctx.sni_callback = self._on_sni
         self._tls_local = threading.local()
-        super().__init__(host)
+        super().__init__(host, port=port)
 
     def _on_sni(self, sslobj, server_name, ctx):
         self._tls_local.sni = server_name
