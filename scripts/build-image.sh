@@ -167,6 +167,8 @@ serve_check() {
         launch="chroot --userspec=$user \$ro /usr/local/bin/tpt --config /etc/tpt/tpt.yaml"
     fi
     scratch=$(mktemp -d /var/tmp/tpt-serve.XXXXXX)
+    # qemu-user opens the binary and libraries as the image's user, not through a chroot.
+    chmod 0755 "$scratch"
     mkdir "$scratch/root" "$scratch/config"
     # Mounted over /etc/tpt as a ConfigMap volume would be: admin on [::] (both families), a
     # listener whose default route is the built-in `echo` upstream.

@@ -78,9 +78,10 @@ done
 interp=$(readelf -l "$binary" | sed -n 's/.*\[Requesting program interpreter: \(.*\)\]/\1/p')
 [ -n "$interp" ] || { echo "image-rootfs: $binary has no program interpreter" >&2; exit 1; }
 if [ -n "${seen[$(basename "$interp")]:-}" ]; then
-    # libc already pulled it in under its soname: link to that copy.
+    # libc already pulled it in under its soname: link to that copy (relative, so that the
+    # root also works as `qemu-aarch64 -L ROOT` or a chroot-less library root).
     mkdir -p "$dest$(dirname "$interp")"
-    ln -sf "/usr/lib/$triplet/$(basename "$interp")" "$dest$interp"
+    ln -sfr "$dest/usr/lib/$triplet/$(basename "$interp")" "$dest$interp"
     chmod 0755 "$dest/usr/lib/$triplet/$(basename "$interp")"
 else
     install -D -m 0755 "$(readlink -f "$interp")" "$dest$interp"
