@@ -50,16 +50,27 @@ app.kubernetes.io/name: {{ include "tpt.name" . }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- end -}}
 
-{{/* Labels of the resources this chart renders (its own root context: .root.Chart is tpt). */}}
+{{/*
+Labels of a resource this chart renders, as one YAML map: the chart's own, then
+commonLabels, then .extra (a resource's own labels value, e.g. podLabels) over them, merged
+as dicts so that a key the chart also sets appears once. The selector labels cannot be
+changed (the Deployment's selector and the monitors rely on them): a different value fails.
+Takes (dict "root" "v" ["extra" map]).
+*/}}
 {{- define "tpt.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "tpt.selectorLabels" . }}
-app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .root.Release.Service }}
-app.kubernetes.io/component: proxy
-{{- with .v.commonLabels }}
-{{ toYaml . }}
-{{- end }}
+{{- $chart := dict
+    "helm.sh/chart" (printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-")
+    "app.kubernetes.io/version" (toString .root.Chart.AppVersion)
+    "app.kubernetes.io/managed-by" .root.Release.Service
+    "app.kubernetes.io/component" "proxy" -}}
+{{- $selector := include "tpt.selectorLabels" . | fromYaml -}}
+{{- $user := merge (dict) (deepCopy (default dict .extra)) (deepCopy (default dict .v.commonLabels)) -}}
+{{- range $key, $value := $selector -}}
+{{- if and (hasKey $user $key) (ne (toString (index $user $key)) (toString $value)) -}}
+{{- fail (printf "label %s is the chart's selector label (%s); it cannot be set to %q in commonLabels or a resource's labels (use nameOverride)" $key $value (toString (index $user $key))) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (merge (dict) $selector $user $chart) -}}
 {{- end -}}
 
 {{/*
@@ -85,31 +96,95 @@ aliased dependency's .Chart.Name is its alias.
 {{- $version -}}
 {{- end -}}
 
+{{/* Global values: the chart's own, or a parent's (Helm copies them into .v.global). */}}
+{{- define "tpt.global" -}}
+{{- toYaml (merge (dict) (deepCopy (default dict .v.global)) (deepCopy (default dict .root.Values.global))) -}}
+{{- end -}}
+
+{{/* registry/repository:tag (or @digest); global.imageRegistry wins over image.registry. */}}
 {{- define "tpt.image" -}}
+{{- $global := include "tpt.global" . | fromYaml -}}
+{{- $registry := default .v.image.registry $global.imageRegistry -}}
+{{- $repository := .v.image.repository -}}
+{{- /* A repository that starts with a registry host (a first component with "." or ":", or
+       localhost, as Docker reads references) is already whole: no registry in front. */ -}}
+{{- $first := splitList "/" $repository | first -}}
+{{- if and $registry (not (and (contains "/" $repository) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")))) -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository -}}
+{{- end -}}
 {{- $tag := .v.image.tag | default (include "tpt.appVersion" .) -}}
 {{- if not (or $tag .v.image.digest) -}}
 {{- fail "image.tag: cannot find tpt's appVersion from this chart; set image.tag or image.digest" -}}
 {{- end -}}
 {{- if .v.image.digest -}}
-{{- printf "%s@%s" .v.image.repository .v.image.digest -}}
+{{- printf "%s@%s" $repository .v.image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .v.image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
-{{/* The config file as mounted at /etc/tpt/tpt.yaml. */}}
-{{- define "tpt.configYaml" -}}
-{{- toYaml .v.config -}}
+{{/* imagePullSecrets as a YAML list: imagePullSecrets plus global.imagePullSecrets. */}}
+{{- define "tpt.imagePullSecrets" -}}
+{{- $global := include "tpt.global" . | fromYaml -}}
+{{- $secrets := list -}}
+{{- range (concat (default list .v.imagePullSecrets) (default list $global.imagePullSecrets)) -}}
+{{- $name := kindIs "string" . | ternary . (get (kindIs "map" . | ternary . dict) "name") -}}
+{{- if and $name (not (has (dict "name" $name) $secrets)) -}}
+{{- $secrets = append $secrets (dict "name" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- if $secrets -}}
+{{- toYaml $secrets -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The config file's text as mounted at /etc/tpt/tpt.yaml, ending in one newline: configText
+(the whole file) when set, else the `config` map as YAML.
+*/}}
+{{- define "tpt.configText" -}}
+{{- if .v.configText -}}
+{{- if (default dict .v.config).servers -}}
+{{- fail "configText and config.servers are both set: give the routes in one of them (configText replaces config)" -}}
+{{- end -}}
+{{- printf "%s\n" (trimSuffix "\n" .v.configText) -}}
+{{- else -}}
+{{- printf "%s\n" (toYaml .v.config) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The config as a map (YAML), parsed from configText when that is set. */}}
+{{- define "tpt.config" -}}
+{{- if .v.configText -}}
+{{- $parsed := fromYaml .v.configText -}}
+{{- if hasKey $parsed "Error" -}}
+{{- fail (printf "configText is not a YAML map: %s" $parsed.Error) -}}
+{{- end -}}
+{{- toYaml $parsed -}}
+{{- else -}}
+{{- toYaml (default dict .v.config) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* sha256 of the file's bytes, as tpt reports it in tpt_config_info{sha256}. */}}
 {{- define "tpt.configChecksum" -}}
-{{- printf "%s\n" (include "tpt.configYaml" .) | sha256sum -}}
+{{- include "tpt.configText" . | sha256sum -}}
+{{- end -}}
+
+{{/* The ConfigMap the pods mount: existingConfigMap, or the one this chart renders. */}}
+{{- define "tpt.mountedConfigMapName" -}}
+{{- .v.existingConfigMap | default (include "tpt.configMapName" .) -}}
+{{- end -}}
+
+{{/* The config file's key in that ConfigMap. */}}
+{{- define "tpt.configKey" -}}
+{{- if .v.existingConfigMap -}}{{ .v.existingConfigMapKey | default "tpt.yaml" }}{{- else -}}tpt.yaml{{- end -}}
 {{- end -}}
 
 {{/* admin.listen of the config (SPEC §3 default when absent), checked for probes. */}}
 {{- define "tpt.adminListen" -}}
-{{- $admin := default dict .v.config.admin -}}
+{{- $config := include "tpt.config" . | fromYaml -}}
+{{- $admin := default dict $config.admin -}}
 {{- $listen := "0.0.0.0:9901" -}}
 {{- if hasKey $admin "listen" -}}
 {{- $listen = toString $admin.listen -}}
@@ -118,7 +193,7 @@ aliased dependency's .Chart.Name is its alias.
 {{- fail "config.admin.listen is empty: the chart's probes and metrics need the admin server" -}}
 {{- end -}}
 {{- if regexMatch "^(127\\.|\\[::1\\]|localhost:)" $listen -}}
-{{- fail (printf "config.admin.listen %q is loopback: the kubelet probes and Prometheus reach the pod address, use 0.0.0.0:PORT" $listen) -}}
+{{- fail (printf "config.admin.listen %q is loopback: the kubelet probes and Prometheus reach the pod address, use [::]:PORT" $listen) -}}
 {{- end -}}
 {{- if not (regexMatch ":[0-9]+$" $listen) -}}
 {{- fail (printf "config.admin.listen %q has no :PORT" $listen) -}}
@@ -137,7 +212,8 @@ The distinct non-loopback ports of config.servers.*.listen, as a YAML list of
 {{- define "tpt.proxyPorts" -}}
 {{- $ports := dict -}}
 {{- $admin := include "tpt.adminPort" . -}}
-{{- range $server, $spec := (default dict .v.config.servers) -}}
+{{- $config := include "tpt.config" . | fromYaml -}}
+{{- range $server, $spec := (default dict $config.servers) -}}
 {{- $listen := default list $spec.listen -}}
 {{- if kindIs "string" $listen -}}
 {{- $listen = list $listen -}}
@@ -192,7 +268,8 @@ terminationGracePeriodSeconds: it must exceed shutdown.delay + shutdown.drain_ti
 unless set, and checked when set.
 */}}
 {{- define "tpt.terminationGracePeriodSeconds" -}}
-{{- $shutdown := default dict .v.config.shutdown -}}
+{{- $config := include "tpt.config" . | fromYaml -}}
+{{- $shutdown := default dict $config.shutdown -}}
 {{- $delay := include "tpt.durationSeconds" (hasKey $shutdown "delay" | ternary $shutdown.delay "0s") | atoi -}}
 {{- $drain := include "tpt.durationSeconds" (hasKey $shutdown "drain_timeout" | ternary $shutdown.drain_timeout "30s") | atoi -}}
 {{- $needed := add $delay $drain -}}
@@ -211,14 +288,25 @@ unless set, and checked when set.
 {{- end -}}
 {{- end -}}
 
+{{/*
+"true" when the pods are scraped through the prometheus.io annotations: one scrape mechanism
+at a time, so a ServiceMonitor or PodMonitor replaces them. Both monitors fail rendering.
+*/}}
+{{- define "tpt.scrapeByAnnotations" -}}
+{{- if and .v.serviceMonitor.enabled .v.podMonitor.enabled -}}
+{{- fail "serviceMonitor.enabled and podMonitor.enabled: choose one, or Prometheus scrapes every pod twice" -}}
+{{- end -}}
+{{- if and .v.metrics.podAnnotations (not .v.serviceMonitor.enabled) (not .v.podMonitor.enabled) -}}true{{- end -}}
+{{- end -}}
+
 {{/* Pod template annotations for tpt: scrape annotations and, when asked, the config checksum. */}}
 {{- define "tpt.podAnnotations" -}}
-{{- if .v.metrics.podAnnotations }}
+{{- if include "tpt.scrapeByAnnotations" . }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ include "tpt.adminPort" . | quote }}
 prometheus.io/path: /metrics
 {{- end }}
-{{- if .v.rollOnConfigChange }}
+{{- if and .v.rollOnConfigChange (not .v.existingConfigMap) }}
 checksum/tpt-config: {{ include "tpt.configChecksum" . | quote }}
 {{- end }}
 {{- end -}}
@@ -227,7 +315,7 @@ checksum/tpt-config: {{ include "tpt.configChecksum" . | quote }}
 {{- define "tpt.volume" -}}
 - name: {{ .v.sidecar.containerName | default "tpt" }}-config
   configMap:
-    name: {{ include "tpt.configMapName" . }}
+    name: {{ include "tpt.mountedConfigMapName" . }}
 {{- end -}}
 
 {{/*
@@ -245,7 +333,7 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
   {{- end }}
   args:
     - --config
-    - /etc/tpt/tpt.yaml
+    - /etc/tpt/{{ include "tpt.configKey" . }}
     {{- range $v.extraArgs }}
     - {{ . | quote }}
     {{- end }}
@@ -368,4 +456,30 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
 {{- end -}}
 {{- include "tpt.sidecarValues" $v -}}
 {{- include "tpt.terminationGracePeriodSeconds" (dict "root" $root "v" $v) -}}
+{{- end -}}
+
+{{/*
+Pod affinity: `affinity` as given, else the podAntiAffinityPreset: replicas on different
+nodes, preferred (soft, weight 1, as bitnami's preset) or required (hard).
+*/}}
+{{- define "tpt.affinity" -}}
+{{- if .v.affinity -}}
+{{- toYaml .v.affinity -}}
+{{- else if eq .v.podAntiAffinityPreset "soft" -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 1
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "tpt.selectorLabels" . | nindent 12 }}
+{{- else if eq .v.podAntiAffinityPreset "hard" -}}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "tpt.selectorLabels" . | nindent 10 }}
+{{- end -}}
 {{- end -}}
