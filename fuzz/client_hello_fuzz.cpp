@@ -23,8 +23,8 @@ void check(bool ok) {
 
 // NOLINTNEXTLINE(readability-identifier-naming): the name libFuzzer calls.
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    using tpt::tls::ClientHelloParser;
-    using tpt::tls::HelloStatus;
+    using tpt::client_hello::ClientHelloParser;
+    using tpt::client_hello::HelloStatus;
     const std::span<const std::uint8_t> bytes{data, size};
 
     ClientHelloParser whole;
@@ -51,7 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check(split.sni() == whole.sni());
 
     // The convenience function is the same parser.
-    const tpt::tls::HelloResult once = tpt::tls::parse_client_hello(bytes);
+    const tpt::client_hello::HelloResult once = tpt::client_hello::parse_client_hello(bytes);
     check(once.status == status && once.sni == whole.sni());
     return 0;
 }

@@ -16,8 +16,8 @@
 
 namespace {
 
-using tpt::connect::HeadStatus;
-using tpt::connect::ResponseHeadParser;
+using tpt::connect_head::HeadStatus;
+using tpt::connect_head::ResponseHeadParser;
 
 void check(bool ok) {
     if (!ok) {

@@ -18,10 +18,10 @@
 
 namespace {
 
-using tpt::tls::ClientHelloParser;
-using tpt::tls::HelloResult;
-using tpt::tls::HelloStatus;
-using tpt::tls::parse_client_hello;
+using tpt::client_hello::ClientHelloParser;
+using tpt::client_hello::HelloResult;
+using tpt::client_hello::HelloStatus;
+using tpt::client_hello::parse_client_hello;
 using Bytes = std::vector<std::uint8_t>;
 
 constexpr std::size_t default_limit = std::size_t{16} * 1024;
@@ -44,12 +44,12 @@ const char* name_of(HelloStatus s) {
 
 }  // namespace
 
-namespace tpt::tls {
+namespace tpt::client_hello {
 // Readable failure messages; GoogleTest looks up this name.
 void PrintTo(HelloStatus s, std::ostream* os) {  // NOLINT(readability-identifier-naming)
     *os << name_of(s);
 }
-}  // namespace tpt::tls
+}  // namespace tpt::client_hello
 
 namespace {
 

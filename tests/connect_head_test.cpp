@@ -24,9 +24,9 @@
 
 namespace {
 
-using tpt::connect::build_request;
-using tpt::connect::HeadStatus;
-using tpt::connect::ResponseHeadParser;
+using tpt::connect_head::build_request;
+using tpt::connect_head::HeadStatus;
+using tpt::connect_head::ResponseHeadParser;
 
 std::span<const std::uint8_t> bytes_of(std::string_view s) {
     return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};

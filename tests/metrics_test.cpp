@@ -14,6 +14,8 @@
 
 #include <tpt/metrics.hpp>
 
+#include <sys/resource.h>
+
 namespace {
 
 using tpt::Outcome;
@@ -303,13 +305,43 @@ TEST(Metrics, ProcessMetricsComeFromProc) {
     ASSERT_TRUE(rss && fds && cpu && start) << text;
     EXPECT_GT(*rss, 1e5);
     EXPECT_GE(*fds, 3.0);  // stdin, stdout, stderr
-    EXPECT_GE(*cpu, 0.0);
+    // process_cpu_seconds_total's value: CpuSecondsCountUserAndSystemTime.
     const auto now =
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     EXPECT_LE(*start, now + 5);
     EXPECT_GT(*start, now - 24 * 3600);
     EXPECT_TRUE(mentions(text, "# TYPE process_cpu_seconds_total counter"));
     EXPECT_TRUE(mentions(text, "# HELP process_open_fds "));
+}
+
+double rusage_cpu_seconds() {
+    rusage u{};
+    EXPECT_EQ(::getrusage(RUSAGE_SELF, &u), 0);
+    const auto seconds = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
+    return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
+// process_cpu_seconds_total is this process's user + system time: after a quarter second of
+// work it is there, between the kernel's figures taken just before and just after.
+TEST(Metrics, CpuSecondsCountUserAndSystemTime) {
+    auto m = make_metrics("v");
+    volatile std::uint64_t sink = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (rusage_cpu_seconds() < 0.25 && std::chrono::steady_clock::now() < deadline) {
+        for (int i = 0; i < 100000; ++i) {
+            sink = sink + static_cast<std::uint64_t>(i);
+        }
+    }
+    const double before = rusage_cpu_seconds();
+    ASSERT_GE(before, 0.25);
+    const auto cpu = value_of(m->serialize(), "process_cpu_seconds_total");
+    const double after = rusage_cpu_seconds();
+    ASSERT_TRUE(cpu.has_value());
+    const double tick = 1.0 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    EXPECT_GE(*cpu, before - 2 * tick);  // /proc counts in clock ticks
+    EXPECT_LE(*cpu, after + 2 * tick);
 }
 
 TEST(Metrics, OpenFdsFollowsDescriptors) {

@@ -37,8 +37,9 @@ public:
     explicit WatcherHarness(const fs::path& config, bool inotify = true,
                             std::chrono::milliseconds poll = 0ms)
         : watcher_(std::make_shared<tpt::reload::Watcher>(
-              io_.get_executor(), config.string(),
-              [this](std::string_view why) { calls_.emplace_back(why); })) {
+              io_.get_executor(), config.string(), [this](tpt::reload::Trigger why) {
+                  calls_.emplace_back(tpt::reload::to_string(why));
+              })) {
         watcher_->start(inotify, poll);
         io_.poll();
     }

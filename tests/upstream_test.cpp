@@ -2,10 +2,12 @@
 #include <fcntl.h>
 #include <optional>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
@@ -19,22 +21,47 @@ using namespace std::chrono_literals;
 using tpt::address::Family;
 using tpt::address::HostPort;
 
-// Runs one upstream::connect of `socket` on `io` until it ends and returns its result.
-struct ConnectArgs {
-    Family family = Family::any;
-    std::chrono::milliseconds budget = 2s;
-    tpt::upstream::BeforeWait* before_wait = nullptr;
-    const tpt::upstream::FirstAttempt* first = nullptr;
+// A deadline as the session keeps one: when it passes, the socket is closed. Counts arm().
+class TestDeadline final : public tpt::runtime::Deadline {
+public:
+    TestDeadline(net::io_context& io, tcp::socket& s, std::chrono::milliseconds budget)
+        : timer_(io), socket_(s), at_(tpt::runtime::Clock::now() + budget) {}
+
+    tpt::runtime::Clock::time_point at() const noexcept override { return at_; }
+    bool passed() const noexcept override { return passed_; }
+    void arm() override {
+        ++arms;
+        armed_fd = socket_.native_handle();
+        timer_.expires_at(at_);
+        timer_.async_wait([this](const boost::system::error_code& ec) {
+            if (!ec) {
+                passed_ = true;
+                socket_.close();
+            }
+        });
+    }
+    net::awaitable<void> reached() override {
+        arm();
+        co_await timer_.async_wait(net::as_tuple(net::use_awaitable));
+    }
+
+    int arms = 0;
+    int armed_fd = -1;  // the socket's descriptor when the deadline was armed
+
+private:
+    net::steady_timer timer_;
+    tcp::socket& socket_;
+    tpt::runtime::Clock::time_point at_;
+    bool passed_ = false;
 };
-tpt::upstream::ConnectResult run_connect(net::io_context& io, tcp::socket& socket,
-                                         const HostPort& hp, const ConnectArgs& args) {
+
+// Runs `dial`'s finish() on `io` until it ends and returns its result.
+tpt::upstream::ConnectResult finish(net::io_context& io, tcp::socket& socket,
+                                    tpt::upstream::Dial& dial, TestDeadline& deadline) {
     tpt::upstream::Resolver resolver(io.get_executor());
     std::optional<tpt::upstream::ConnectResult> result;
-    // hp and args outlive the coroutine: this function returns only once it has ended.
-    net::co_spawn(io,
-                  tpt::upstream::connect(socket, resolver, hp, args.family, 60s,
-                                         tpt::runtime::Clock::now() + args.budget, args.before_wait,
-                                         args.first),
+    // dial, socket and deadline outlive the coroutine: this returns only once it has ended.
+    net::co_spawn(io, dial.finish(socket, resolver, deadline),
                   [&](std::exception_ptr e, tpt::upstream::ConnectResult r) {
                       EXPECT_FALSE(e);
                       result = std::move(r);
@@ -45,12 +72,14 @@ tpt::upstream::ConnectResult run_connect(net::io_context& io, tcp::socket& socke
     return result.value_or(tpt::upstream::ConnectResult{});
 }
 
-// One connect on a fresh io_context.
+// One connect through finish() alone on a fresh io_context.
 tpt::upstream::ConnectResult connect_once(const HostPort& hp, Family family,
                                           std::chrono::milliseconds budget = 2s) {
     net::io_context io;
     tcp::socket socket(io);
-    return run_connect(io, socket, hp, {.family = family, .budget = budget});
+    TestDeadline deadline(io, socket, budget);
+    tpt::upstream::Dial dial(hp, family, 60s);
+    return finish(io, socket, dial, deadline);
 }
 
 std::uint16_t closed_port() {
@@ -58,6 +87,20 @@ std::uint16_t closed_port() {
     tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
     return acc.local_endpoint().port();  // closed again when acc goes
 }
+
+// A listener that takes one connection into its queue and never accepts it: further SYNs are
+// dropped, so a connect to it waits.
+struct FullListener {
+    explicit FullListener(net::io_context& io) : acc(io), queued(io) {
+        acc.open(tcp::v4());
+        acc.bind(tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+        acc.listen(0);
+        queued.connect(acc.local_endpoint());
+    }
+    HostPort address() const { return {"127.0.0.1", acc.local_endpoint().port(), false}; }
+    tcp::acceptor acc;
+    tcp::socket queued;
+};
 
 TEST(UpstreamConnect, ConnectsToAListeningAddress) {
     net::io_context io;
@@ -74,9 +117,10 @@ TEST(UpstreamConnect, ConnectedSocketIsReadyForTheRelay) {
     net::io_context io;
     tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
     tcp::socket socket(io);
-    const auto result =
-        run_connect(io, socket, {"127.0.0.1", acc.local_endpoint().port(), false}, {});
-    ASSERT_EQ(result.outcome, tpt::Outcome::ok) << result.detail;
+    tpt::upstream::Resolver resolver(io.get_executor());
+    const HostPort hp{"127.0.0.1", acc.local_endpoint().port(), false};
+    tpt::upstream::Dial dial(hp, Family::any, 60s);
+    ASSERT_TRUE(dial.at_once(socket, resolver));
     const int fd = socket.native_handle();
     EXPECT_NE(::fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
     EXPECT_NE(::fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
@@ -91,7 +135,6 @@ TEST(UpstreamConnect, ConnectedSocketIsReadyForTheRelay) {
                          EXPECT_FALSE(ec) << ec.message();
                          sent = n;
                      });
-    io.restart();
     io.run_for(5s);
     EXPECT_EQ(sent, 4U);
     std::string got(4, '\0');
@@ -99,27 +142,33 @@ TEST(UpstreamConnect, ConnectedSocketIsReadyForTheRelay) {
     EXPECT_EQ(got, "ping");
 }
 
-// Arms a deadline as the session does: closes the socket when it passes.
-struct CountingDeadline final : tpt::upstream::BeforeWait {
-    CountingDeadline(net::io_context& io, tcp::socket& s) : timer(io), socket(s) {}
-    void operator()() override {
-        ++calls;
-        timer.expires_after(300ms);
-        timer.async_wait([this](const boost::system::error_code& ec) {
-            if (!ec) {
-                socket.close();
-            }
-        });
-    }
-    net::steady_timer timer;
-    tcp::socket& socket;
-    int calls = 0;
-};
+// What the session's at-once path relies on: to a loopback listener the handshake is over
+// when connect() returns, and the peer is the literal's address.
+TEST(UpstreamDial, AtOnceConnectsToALoopbackListener) {
+    net::io_context io;
+    tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    tcp::socket socket(io);
+    tpt::upstream::Resolver resolver(io.get_executor());
+    const HostPort hp{"127.0.0.1", acc.local_endpoint().port(), false};
+    tpt::upstream::Dial dial(hp, Family::any, 60s);
+    EXPECT_TRUE(dial.at_once(socket, resolver));
+    EXPECT_TRUE(socket.is_open());
+    EXPECT_EQ(dial.peer(), acc.local_endpoint());
+}
 
-tpt::upstream::ConnectResult connect_with(net::io_context& io, tcp::socket& socket,
-                                          std::uint16_t port, CountingDeadline& deadline) {
-    return run_connect(io, socket, {"127.0.0.1", port, false},
-                       {.budget = 300ms, .before_wait = &deadline});
+// A name not in the cache needs the resolver: at_once() starts nothing.
+TEST(UpstreamDial, AtOnceLeavesAnUncachedNameToFinish) {
+    net::io_context io;
+    tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    tcp::socket socket(io);
+    const HostPort hp{"localhost", acc.local_endpoint().port(), false};
+    tpt::upstream::Dial dial(hp, Family::v4, 60s);
+    tpt::upstream::Resolver resolver(io.get_executor());
+    EXPECT_FALSE(dial.at_once(socket, resolver));
+    EXPECT_FALSE(socket.is_open());
+    TestDeadline deadline(io, socket, 2s);
+    const auto r = finish(io, socket, dial, deadline);
+    EXPECT_EQ(r.outcome, tpt::Outcome::ok) << r.detail;
 }
 
 // A loopback handshake is over when connect() returns: no wait, so no deadline to arm.
@@ -127,96 +176,59 @@ TEST(UpstreamConnect, ConnectThatNeedsNoWaitArmsNoDeadline) {
     net::io_context io;
     tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
     tcp::socket socket(io);
-    CountingDeadline deadline(io, socket);
-    const auto r = connect_with(io, socket, acc.local_endpoint().port(), deadline);
+    TestDeadline deadline(io, socket, 300ms);
+    const HostPort hp{"127.0.0.1", acc.local_endpoint().port(), false};
+    tpt::upstream::Dial dial(hp, Family::any, 60s);
+    const auto r = finish(io, socket, dial, deadline);
     EXPECT_EQ(r.outcome, tpt::Outcome::ok) << r.detail;
-    EXPECT_EQ(deadline.calls, 0);
+    EXPECT_EQ(deadline.arms, 0);
 }
 
-// A listener whose accept queue is full drops SYNs: the connect waits, under the deadline
-// armed for it, and the deadline ends it as connect_timeout.
+// A connect that waits arms the deadline, which ends it as connect_timeout.
 TEST(UpstreamConnect, ConnectThatWaitsArmsTheDeadlineOnce) {
     net::io_context io;
-    tcp::acceptor acc(io);
-    acc.open(tcp::v4());
-    acc.bind(tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    acc.listen(0);  // room for one connection, never accepted
-    tcp::socket first(io);
-    first.connect(acc.local_endpoint());
+    FullListener full(io);
     tcp::socket socket(io);
-    CountingDeadline deadline(io, socket);
+    TestDeadline deadline(io, socket, 300ms);
+    const auto hp = full.address();
+    tpt::upstream::Dial dial(hp, Family::any, 60s);
     const auto start = std::chrono::steady_clock::now();
-    const auto r = connect_with(io, socket, acc.local_endpoint().port(), deadline);
+    const auto r = finish(io, socket, dial, deadline);
     EXPECT_EQ(r.outcome, tpt::Outcome::connect_timeout) << r.detail;
-    EXPECT_EQ(deadline.calls, 1);
+    EXPECT_EQ(deadline.arms, 1);
     EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
 }
 
-// What the session's at-once path relies on: on loopback the handshake is over when
-// start_connect() returns.
-TEST(StartConnect, ToALoopbackListenerIsOverAtOnce) {
+// An attempt at_once() left in progress is waited for on its own socket, not started again.
+TEST(UpstreamDial, AttemptInProgressIsFinishedNotStartedAgain) {
     net::io_context io;
-    tcp::acceptor acc(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    FullListener full(io);
     tcp::socket socket(io);
-    const auto started = tpt::upstream::start_connect(socket, acc.local_endpoint());
-    EXPECT_FALSE(started.in_progress);
-    EXPECT_FALSE(started.ec) << started.ec.message();
-    EXPECT_TRUE(socket.is_open());
-}
-
-TEST(StartConnect, ToAClosedPortFailsAtOnce) {
-    net::io_context io;
-    tcp::socket socket(io);
-    const auto started = tpt::upstream::start_connect(
-        socket, tcp::endpoint(net::ip::make_address("127.0.0.1"), closed_port()));
-    EXPECT_FALSE(started.in_progress);
-    EXPECT_EQ(started.ec, net::error::connection_refused) << started.ec.message();
-}
-
-// An attempt the caller left in progress is waited for on its own socket, not started again.
-TEST(UpstreamConnect, FirstAttemptInProgressIsFinishedNotStartedAgain) {
-    net::io_context io;
-    tcp::acceptor acc(io);
-    acc.open(tcp::v4());
-    acc.bind(tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    acc.listen(0);  // room for one connection, never accepted: further SYNs are dropped
-    tcp::socket queued(io);
-    queued.connect(acc.local_endpoint());
-    tcp::socket socket(io);
-    const tpt::upstream::FirstAttempt first{
-        acc.local_endpoint(), tpt::upstream::start_connect(socket, acc.local_endpoint())};
-    ASSERT_TRUE(first.started.in_progress);
+    tpt::upstream::Resolver resolver(io.get_executor());
+    const auto hp = full.address();
+    tpt::upstream::Dial dial(hp, Family::any, 60s);
+    ASSERT_FALSE(dial.at_once(socket, resolver));
+    ASSERT_TRUE(socket.is_open());  // in progress
     const int started_fd = socket.native_handle();
-    CountingDeadline deadline(io, socket);
-    int waited_fd = -1;
-    struct Recorder final : tpt::upstream::BeforeWait {
-        CountingDeadline& inner;
-        tcp::socket& socket;
-        int& fd;
-        Recorder(CountingDeadline& d, tcp::socket& s, int& f) : inner(d), socket(s), fd(f) {}
-        void operator()() override {
-            fd = socket.native_handle();
-            inner();
-        }
-    } recorder(deadline, socket, waited_fd);
-    const auto result = run_connect(io, socket, {"127.0.0.1", acc.local_endpoint().port(), false},
-                                    {.budget = 300ms, .before_wait = &recorder, .first = &first});
-    EXPECT_EQ(result.outcome, tpt::Outcome::connect_timeout) << result.detail;
-    EXPECT_EQ(deadline.calls, 1);
-    EXPECT_EQ(waited_fd, started_fd);
+    TestDeadline deadline(io, socket, 300ms);
+    const auto r = finish(io, socket, dial, deadline);
+    EXPECT_EQ(r.outcome, tpt::Outcome::connect_timeout) << r.detail;
+    EXPECT_EQ(deadline.arms, 1);
+    EXPECT_EQ(deadline.armed_fd, started_fd);
 }
 
-// An attempt the caller saw fail counts as the first address's: its error is reported.
-TEST(UpstreamConnect, FirstAttemptThatFailedIsReportedAsTheFirstAddress) {
+// An attempt at_once() saw fail counts as the first address's: its error is reported.
+TEST(UpstreamDial, AttemptThatFailedAtOnceIsReportedAsTheFirstAddress) {
     net::io_context io;
-    const tcp::endpoint dead(net::ip::make_address("127.0.0.1"), closed_port());
     tcp::socket socket(io);
-    const tpt::upstream::FirstAttempt first{dead, tpt::upstream::start_connect(socket, dead)};
-    ASSERT_TRUE(first.started.ec);
-    const auto result =
-        run_connect(io, socket, {"127.0.0.1", dead.port(), false}, {.first = &first});
-    EXPECT_EQ(result.outcome, tpt::Outcome::connect_refused);
-    EXPECT_NE(result.detail.find("127.0.0.1: "), std::string::npos) << result.detail;
+    tpt::upstream::Resolver resolver(io.get_executor());
+    const HostPort hp{"127.0.0.1", closed_port(), false};
+    tpt::upstream::Dial dial(hp, Family::any, 60s);
+    EXPECT_FALSE(dial.at_once(socket, resolver));
+    TestDeadline deadline(io, socket, 2s);
+    const auto r = finish(io, socket, dial, deadline);
+    EXPECT_EQ(r.outcome, tpt::Outcome::connect_refused);
+    EXPECT_NE(r.detail.find("127.0.0.1: "), std::string::npos) << r.detail;
 }
 
 TEST(UpstreamConnect, ResolvesLocalhost) {

@@ -51,7 +51,7 @@ constexpr auto curl_hello = std::to_array<std::uint8_t>({
 
 void client_hello_one_shot(benchmark::State& state) {
     for (auto _ : state) {  // NOLINT(clang-analyzer-deadcode.DeadStores)
-        tpt::tls::ClientHelloParser parser;
+        tpt::client_hello::ClientHelloParser parser;
         benchmark::DoNotOptimize(parser.feed(curl_hello));
         benchmark::DoNotOptimize(parser.sni());
     }
@@ -64,7 +64,7 @@ void client_hello_ten_pieces(benchmark::State& state) {
     const std::span<const std::uint8_t> hello{curl_hello};
     const std::size_t piece = (hello.size() + 9) / 10;
     for (auto _ : state) {  // NOLINT(clang-analyzer-deadcode.DeadStores)
-        tpt::tls::ClientHelloParser parser;
+        tpt::client_hello::ClientHelloParser parser;
         for (std::size_t pos = 0; pos < hello.size(); pos += piece) {
             benchmark::DoNotOptimize(
                 parser.feed(hello.subspan(pos, std::min(piece, hello.size() - pos))));

@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
-namespace tpt::tls {
+#include <tpt/outcome.hpp>
+
+namespace tpt::client_hello {
 
 enum class HelloStatus : std::uint8_t {
     need_more,  // feed more bytes
@@ -26,7 +28,7 @@ enum class HelloStatus : std::uint8_t {
 // After a final status (anything but need_more) further feeds return the same status.
 class ClientHelloParser {
 public:
-    explicit ClientHelloParser(std::size_t limit = std::size_t{16} * 1024);
+    explicit ClientHelloParser(std::size_t limit = max_head_bytes);
 
     HelloStatus feed(std::span<const std::uint8_t> bytes);
     HelloStatus status() const noexcept { return status_; }
@@ -54,6 +56,6 @@ struct HelloResult {
     std::optional<std::string> sni;
 };
 HelloResult parse_client_hello(std::span<const std::uint8_t> bytes,
-                               std::size_t limit = std::size_t{16} * 1024);
+                               std::size_t limit = max_head_bytes);
 
-}  // namespace tpt::tls
+}  // namespace tpt::client_hello

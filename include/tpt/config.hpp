@@ -6,8 +6,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
+
+#include <boost/assert/source_location.hpp>
+#include <boost/system/result.hpp>
 
 #include <tpt/address.hpp>
 #include <tpt/duration.hpp>
@@ -16,7 +18,6 @@
 namespace tpt::config {
 
 using duration::Duration;
-using namespace std::chrono_literals;
 
 enum class LogLevel : std::uint8_t { trace, debug, info, warn, error, off };
 enum class LogFormat : std::uint8_t { text, json };
@@ -36,14 +37,14 @@ struct Admin {
 
 struct Reload {
     bool watch = true;
-    Duration poll_interval = 30s;  // 0 = off
+    Duration poll_interval = std::chrono::seconds{30};  // 0 = off
 
     friend bool operator==(const Reload&, const Reload&) = default;
 };
 
 struct Shutdown {
-    Duration delay = 0s;
-    Duration drain_timeout = 30s;  // 0 = wait forever
+    Duration delay = std::chrono::seconds{0};
+    Duration drain_timeout = std::chrono::seconds{30};  // 0 = wait forever
 
     friend bool operator==(const Shutdown&, const Shutdown&) = default;
 };
@@ -55,13 +56,16 @@ struct Header {
     friend bool operator==(const Header&, const Header&) = default;
 };
 
+// A direct connection's connect_timeout, and a via's when it sets none.
+inline constexpr Duration default_connect_timeout = std::chrono::seconds{30};
+
 // An upstream HTTP proxy hop. A Via with neither target nor use_sni_as_target is "direct".
 struct Via {
     std::optional<address::HostPort> target;  // static CONNECT target, after env expansion
     bool use_sni_as_target = false;
     std::uint16_t target_port = 443;
-    Duration connect_timeout = 30s;  // TCP connect + CONNECT response
-    Duration stats_interval = 0s;    // 0 = off
+    Duration connect_timeout = default_connect_timeout;  // TCP connect + CONNECT response
+    Duration stats_interval = std::chrono::seconds{0};   // 0 = off
     std::vector<Header> headers;
 
     bool is_direct() const noexcept { return !target && !use_sni_as_target; }
@@ -87,9 +91,9 @@ struct Server {
     std::vector<SniRoute> sni;  // in file order
     std::string default_upstream = "ban";
     std::uint32_t maxclients = 100;
-    Duration client_hello_timeout = 10s;
-    Duration idle_timeout = 0s;  // 0 = never
-    std::optional<Via> via;      // nullopt or is_direct(): direct TCP
+    Duration client_hello_timeout = std::chrono::seconds{10};
+    Duration idle_timeout = std::chrono::seconds{0};  // 0 = never
+    std::optional<Via> via;                           // nullopt or is_direct(): direct TCP
 
     friend bool operator==(const Server&, const Server&) = default;
 };
@@ -128,7 +132,7 @@ struct Config {
     Admin admin;
     Reload reload;
     Shutdown shutdown;
-    Duration resolve_interval = 60s;
+    Duration resolve_interval = std::chrono::seconds{60};
     std::vector<Server> servers;      // in file order
     std::vector<Upstream> upstreams;  // in file order
     // Non-fatal notes found while loading (e.g. `sni` on a server without `tls: true`, an
@@ -141,7 +145,13 @@ struct Config {
     friend bool operator==(const Config& a, const Config& b);
 };
 
-using LoadResult = std::variant<Config, std::vector<ConfigError>>;
+using ConfigErrors = std::vector<ConfigError>;
+// One error per line, each as ConfigError::to_string() gives it.
+std::string to_string(const ConfigErrors& errors);
+// Called by LoadResult::value() on errors (found by argument-dependent lookup).
+[[noreturn]] void throw_exception_from_error(const ConfigErrors& errors,
+                                             const boost::source_location& where);
+using LoadResult = boost::system::result<Config, ConfigErrors>;
 
 // Parses and fully validates `text` (the content of `file`, used only in messages).
 // Collects every error it can rather than stopping at the first. Never throws.

@@ -5,12 +5,12 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <tpt/config.hpp>
 #include <tpt/outcome.hpp>
 #include <tpt/runtime.hpp>
 
@@ -27,11 +27,13 @@ struct HandshakeResult {
     std::vector<std::uint8_t> leftover;  // tunnel bytes that followed the head
 };
 
-// Sends the CONNECT request for `target` with `headers`, reads the response head within
-// `deadline`. On 2xx the socket is ready for tunnelling and `leftover` belongs to the client.
-net::awaitable<HandshakeResult> handshake(
-    tcp::socket& socket, std::string_view target,
-    const std::vector<std::pair<std::string, std::string>>& headers,
-    runtime::Clock::time_point deadline);
+// Sends the CONNECT request for `target` with `headers` and reads the response head (SPEC
+// §4.5), within `deadline`: it is armed before the exchange waits, and when it passes its owner
+// closes `socket`, which ends the exchange as connect_timeout. On 2xx the socket is ready for
+// tunnelling and `leftover` belongs to the client. `socket`, `headers` and `deadline` must
+// outlive the coroutine.
+net::awaitable<HandshakeResult> handshake(tcp::socket& socket, std::string_view target,
+                                          const std::vector<config::Header>& headers,
+                                          runtime::Deadline& deadline);
 
 }  // namespace tpt::connect

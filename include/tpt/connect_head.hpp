@@ -8,15 +8,16 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
-namespace tpt::connect {
+#include <tpt/config.hpp>
+#include <tpt/outcome.hpp>
+
+namespace tpt::connect_head {
 
 // "CONNECT t HTTP/1.1\r\nHost: t\r\n" + headers + "\r\n". A configured Host header
 // replaces the default one. Names and values are trusted (validated at config load).
-std::string build_request(std::string_view target,
-                          const std::vector<std::pair<std::string, std::string>>& headers);
+std::string build_request(std::string_view target, const std::vector<config::Header>& headers);
 
 enum class HeadStatus : std::uint8_t {
     need_more,  // feed more bytes
@@ -30,7 +31,7 @@ enum class HeadStatus : std::uint8_t {
 // Transfer-Encoding are ignored, so bytes after the head belong to the tunnel.
 class ResponseHeadParser {
 public:
-    explicit ResponseHeadParser(std::size_t limit = 16 * 1024);
+    explicit ResponseHeadParser(std::size_t limit = max_head_bytes);
     ~ResponseHeadParser();
     ResponseHeadParser(ResponseHeadParser&&) noexcept;
     ResponseHeadParser& operator=(ResponseHeadParser&&) noexcept;
@@ -57,4 +58,4 @@ private:
     std::vector<std::uint8_t> leftover_;
 };
 
-}  // namespace tpt::connect
+}  // namespace tpt::connect_head

@@ -15,10 +15,9 @@
 
 namespace tpt::log {
 
-// Sets the default logger: stderr, level and format. TPT_LOG (read by the caller and passed
-// as level_override) wins over the config's level. Safe to call again at reload.
+// Sets the default logger: stderr, level and format. The caller decides the level (the app
+// lets TPT_LOG win over the config's `log`). Safe to call again at reload.
 void configure(config::LogLevel level, config::LogFormat format);
-config::LogFormat current_format() noexcept;
 
 // A structured line: msg plus key/value fields. txt: `msg key=value key="va lue"`;
 // json: {"ts":"2026-…Z","level":"info","msg":…,"key":"value",…} on one line.

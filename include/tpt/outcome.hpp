@@ -1,12 +1,16 @@
-// outcome: how a tunnel ended, and the small value-or-error type of the pure modules. ◇
+// outcome: how a tunnel ended, the value-or-error type of the pure modules, and the size
+// limits the parsers share. ◇
 // Thread affinity: none (pure values).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <variant>
+
+#include <boost/assert/source_location.hpp>
+#include <boost/system/result.hpp>
 
 namespace tpt {
 
@@ -34,28 +38,23 @@ std::string_view to_string(Outcome o) noexcept;
 // True for the outcomes that count in tpt_route_errors_total{reason}.
 bool is_route_error(Outcome o) noexcept;
 
-// A value or an error message; the error type of the pure parsers.
+// The most bytes tpt reads before it knows where a connection goes, and the most it reads of
+// a proxy's answer: a ClientHello (SPEC §4.2), a CONNECT response head (§4.5).
+inline constexpr std::size_t max_head_bytes = std::size_t{16} * 1024;
+
+// The error of the pure parsers: a message for the operator, naming the bad input.
 struct Error {
     std::string message;
 };
 
+// Called by Result::value() on an error (found by argument-dependent lookup).
+[[noreturn]] inline void throw_exception_from_error(const Error& e,
+                                                    const boost::source_location& /*where*/) {
+    throw std::invalid_argument(e.message);
+}
+
+// The one value-or-error type at module boundaries (STYLE: std::expected needs C++23).
 template <class T>
-class Result {
-public:
-    Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
-    Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
-
-    bool ok() const noexcept { return v_.index() == 0; }
-    explicit operator bool() const noexcept { return ok(); }
-    const T& value() const& { return std::get<0>(v_); }
-    T& value() & { return std::get<0>(v_); }
-    T&& value() && { return std::get<0>(std::move(v_)); }
-    const T& operator*() const& { return value(); }
-    const T* operator->() const { return &value(); }
-    const std::string& error() const { return std::get<1>(v_).message; }
-
-private:
-    std::variant<T, Error> v_;
-};
+using Result = boost::system::result<T, Error>;
 
 }  // namespace tpt

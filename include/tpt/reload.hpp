@@ -1,32 +1,45 @@
-// reload: notices that the config file may have changed (inotify on its directories, and a
-// poll fallback) and calls back, coalesced. Reading, hashing and applying is the app's job.
-// Thread affinity: everything on the control executor.
+// reload: what makes a reload happen and what it reads (SPEC §7): the triggers (inotify on
+// the config's directories, a poll fallback, SIGHUP, POST /reload), reading, hashing and
+// loading the file, and the settling of a file caught half-written. Applying a loaded config
+// is the app's job.
+// Thread affinity: everything on the control executor, except load_file() (any thread).
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/system/result.hpp>
+
+#include <tpt/config.hpp>
+#include <tpt/env.hpp>
 
 namespace tpt::reload {
 
 namespace net = boost::asio;
 
+// Why a reload was attempted. Signals and POST /reload apply even an unchanged file.
+enum class Trigger : std::uint8_t { inotify, settled, poll, signal, admin };
+std::string_view to_string(Trigger t) noexcept;
+
 // SPEC §7. Watches dirname(path as given) and, where it differs, dirname(realpath(path)),
 // re-resolved after every batch of events, so it follows write-in-place, rename-over and the
 // Kubernetes ConfigMap `..data` symlink swap. Every event means "maybe changed"; events are
 // coalesced: the callback runs 50 ms after the last event, or at the latest 100 ms after the
-// first one. `why` is "inotify" or "poll".
+// first one. `why` is inotify or poll.
 class Watcher : public std::enable_shared_from_this<Watcher> {
 public:
-    using Callback = std::function<void(std::string_view why)>;
+    using Callback = std::function<void(Trigger why)>;
 
     Watcher(net::any_io_executor executor, std::string path, Callback on_maybe_changed);
     ~Watcher();
@@ -59,6 +72,70 @@ private:
     std::uint64_t poll_generation_ = 0;
     bool stopped_ = false;
 };
+
+// A config file read, hashed and fully validated.
+struct Loaded {
+    std::shared_ptr<const config::Config> config;
+    std::string sha256;  // of the file's bytes
+};
+
+// Why a file gave no config: the errors as the operator reads them, and how many there are.
+struct LoadFailure {
+    std::string text;  // one error per line: file, YAML path, line, message
+    std::size_t errors = 1;
+};
+[[noreturn]] void throw_exception_from_error(const LoadFailure& f,
+                                             const boost::source_location& where);
+
+// Reads `path` and loads it (config::load with `lookup`).
+boost::system::result<Loaded, LoadFailure> load_file(const std::string& path,
+                                                     const env::Lookup& lookup);
+
+// Warns (SPEC §7) when the config file is a subPath mount, which Kubernetes never updates.
+void warn_if_subpath(const std::string& path);
+
+// The reload side of the config file: its watcher, the hash of the running config, the
+// content that failed last, and the settling of files caught half-written.
+class Reloader : public std::enable_shared_from_this<Reloader> {
+public:
+    // Why next() gives no config to apply. unchanged: the file is what runs (body: its hash);
+    // settling: invalid, as seen by inotify, and read again after a short delay before it
+    // counts (a write in place may be read half-way); failed: invalid or unreadable.
+    struct NoChange {
+        enum class Kind : std::uint8_t { unchanged, settling, failed } kind;
+        std::string detail;  // the hash, or the errors
+    };
+
+    // `on_trigger` is called for every watcher event and settle retry: it runs the reload.
+    Reloader(net::any_io_executor executor, std::string path, std::string running_sha256,
+             std::function<void(Trigger)> on_trigger);
+
+    void start(bool watch, std::chrono::milliseconds poll_interval);
+    void set_poll_interval(std::chrono::milliseconds poll_interval);
+    void stop();
+
+    // Read -> hash -> load. Unforced triggers act on changed content only, and content that
+    // already failed is not retried on inotify events (a failure's log line in the watched
+    // directory would trigger the next attempt), only by the poll fallback, SIGHUP and
+    // POST /reload.
+    boost::system::result<Loaded, NoChange> next(Trigger why);
+    // What the app did with next()'s config.
+    void applied(const std::string& sha256);
+    void rejected(const std::string& sha256);
+
+private:
+    void settle_later();
+
+    std::string path_;
+    std::shared_ptr<Watcher> watcher_;
+    std::string running_;      // hash of the running config
+    std::string last_failed_;  // hash of the content that failed last
+    net::steady_timer settle_timer_;
+    bool settle_pending_ = false;
+    std::function<void(Trigger)> on_trigger_;
+};
+[[noreturn]] void throw_exception_from_error(const Reloader::NoChange& n,
+                                             const boost::source_location& where);
 
 // SPEC §7: the config is a subPath mount when its real path is a mount point of its own in
 // /proc/self/mountinfo (`mountinfo` is that file's text) and there is no `..data` beside the

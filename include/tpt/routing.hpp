@@ -48,12 +48,11 @@ private:
     Index wildcard_;  // suffix after "*." -> index
 };
 
-// What a reload changes, for logging its effect. Servers are compared by name (changed: any
-// setting differs, or an upstream it routes to changed its URL); listen addresses across all
-// servers by their normalised "host:port". Each list is in file order.
+// Which servers a reload changes, for logging its effect, compared by name (changed: any
+// setting differs, or an upstream it routes to changed its URL); each list in file order.
+// What happens to listen addresses is server_set's (ServerSet::apply reports it).
 struct Diff {
     std::vector<std::string> added_servers, removed_servers, changed_servers;
-    std::vector<std::string> added_listen, removed_listen, kept_listen;  // "host:port"
 };
 Diff diff(const config::Config& before, const config::Config& after);
 

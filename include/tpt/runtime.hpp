@@ -1,4 +1,5 @@
-// runtime: the worker threads (one io_context each), their pipe and buffer pools and 1 s ticks.
+// runtime: the worker threads (one io_context each), their pipe and buffer pools, 1 s ticks,
+// and the socket operations tpt does in fewer system calls than Asio's public API allows.
 // Thread affinity: a Worker's members are touched only on its own thread, except
 // executor()/context() which any thread may use to post work to it.
 #pragma once
@@ -9,15 +10,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/detail/socket_option.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/intrusive/list.hpp>
+
+#include <tpt/address.hpp>
+#include <tpt/outcome.hpp>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,18 +35,61 @@ using Clock = std::chrono::steady_clock;
 
 using tcp = net::ip::tcp;
 
-// TCP_QUICKACK as a socket option. Off on a new connection, the ACK of the peer's first bytes
-// rides on the first bytes sent back (HAProxy's tcp-smart-accept/-connect): one packet less.
-using QuickAck = net::detail::socket_option::boolean<IPPROTO_TCP, TCP_QUICKACK>;
+// A boolean socket option, in the form Asio's set_option() takes (its SettableSocketOption
+// requirements).
+template <int Level, int Name>
+class BoolOption {
+public:
+    constexpr explicit BoolOption(bool on) noexcept : value_(on ? 1 : 0) {}
+    template <typename Protocol>
+    static constexpr int level(const Protocol& /*p*/) noexcept {
+        return Level;
+    }
+    template <typename Protocol>
+    static constexpr int name(const Protocol& /*p*/) noexcept {
+        return Name;
+    }
+    template <typename Protocol>
+    const int* data(const Protocol& /*p*/) const noexcept {
+        return &value_;
+    }
+    template <typename Protocol>
+    static constexpr std::size_t size(const Protocol& /*p*/) noexcept {
+        return sizeof(int);
+    }
+
+private:
+    int value_;
+};
+
+// TCP_QUICKACK. Off on a new connection, the ACK of the peer's first bytes rides on the first
+// bytes sent back (HAProxy's tcp-smart-accept/connect): one packet less.
+using QuickAck = BoolOption<IPPROTO_TCP, TCP_QUICKACK>;
+using ReusePort = BoolOption<SOL_SOCKET, SO_REUSEPORT>;
 
 // Sets TCP_NODELAY on and TCP_QUICKACK off on a listening socket, after listen() (which resets
 // the ACK state). Linux copies both into every connection it accepts: no call per connection.
 void tune_listener(tcp::acceptor& acceptor, boost::system::error_code& ec);
 
+// The addresses to bind for a listen address: an IP literal as it is, a host name through
+// getaddrinfo (every answer of the family, in its order). Blocking: control thread only.
+Result<std::vector<tcp::endpoint>> listen_endpoints(const address::HostPort& hp,
+                                                    address::Family family);
+
+// --- Fewer system calls than Asio's public API -------------------------------------------
+// Asio's reactor has no public way to say what tpt knows about its descriptors. The three
+// functions below say it through Asio's internals where those were checked (Boost 1.81, the
+// epoll reactor: src/runtime/asio_internals.cpp, its static_assert and runtime_test count the
+// calls they save); elsewhere (TPT_ASIO_INTERNALS=OFF) they fall back to the public API, with
+// the same behaviour and more system calls (bench/RESULTS.md has both).
+
+// True when the functions below use Asio's internals.
+bool asio_internals() noexcept;
+
 // Tells Asio that a socket's descriptor is not shared (Asio assumes any descriptor it did not
 // open, accepted ones included, may be dup()ed, and deregisters it with EPOLL_CTL_DEL before
 // closing it) and, with `non_blocking`, that it is O_NONBLOCK already (so Asio's first
-// operation on it makes no ioctl). Reactor backends only; elsewhere it does nothing.
+// operation on it makes no ioctl).
 void own_descriptor(tcp::socket& socket, bool non_blocking = false) noexcept;
 
 // Makes the first read wait on a socket just registered with the worker's reactor wait for
@@ -48,15 +97,57 @@ void own_descriptor(tcp::socket& socket, bool non_blocking = false) noexcept;
 // that has received nothing yet (an upstream just connected), that read only finds EAGAIN.
 // No readiness is missed: registering a socket makes epoll report what it holds already, and
 // every arrival after. Call it right after the socket is opened or assigned, on the worker,
-// before anything waits on it. Epoll reactor only; elsewhere it does nothing.
+// before anything waits on it.
 void read_after_event(tcp::socket& socket) noexcept;
 
-// Asio's implementation of a socket (its descriptor, reactor registration and state), which
-// basic_socket keeps protected. For the two functions above and the relay's edge waits.
-struct SocketAccess : tcp::socket {
-    static auto& implementation(tcp::socket& s) {
-        return (s.*(&SocketAccess::impl_)).get_implementation();
-    }
+// Who hears a readiness wait end. ready() is called once, on the socket's worker, with no
+// error (an edge came, or may have: the caller's next read or write may still find EAGAIN) or
+// with the error that ended the wait (operation_aborted: the socket was closed;
+// bad_descriptor: it was closed already). dropped() is called instead when the io_context is
+// destroyed with the wait pending. `tag` is the caller's, handed back as it was given.
+class Readiness {
+public:
+    virtual void ready(std::uint8_t tag, const boost::system::error_code& ec) = 0;
+    virtual void dropped(std::uint8_t tag) noexcept = 0;
+
+protected:
+    Readiness() = default;
+    Readiness(const Readiness&) = default;
+    Readiness& operator=(const Readiness&) = default;
+    ~Readiness() = default;
+};
+
+class Worker;
+
+// Waits until `socket` (a connection, or a listening descriptor held in a tcp::socket) is
+// readable (`write` false) or writable, without a system call: Asio's async_wait re-arms the
+// descriptor with epoll_ctl(EPOLL_CTL_MOD) on every call, a third of the relay's calls for
+// small messages. Only valid after the socket said EAGAIN: a wait may complete at once when an
+// edge came since the last wait (a spurious wakeup at worst), and a short read may leave a FIN
+// queued that raises no new edge. `socket` belongs to `worker`; `to` outlives the wait.
+void wait_edge(Worker& worker, tcp::socket& socket, bool write, Readiness& to, std::uint8_t tag);
+
+// The deadline of one connection's phases before its relay (SPEC §4: the ClientHello within
+// client_hello_timeout, then connect + CONNECT within connect_timeout), as the modules that
+// wait see it. Its owner (the session) closes the sockets a phase waits on when it passes,
+// which ends every wait on them at once; the timer is armed only when a phase is about to wait
+// (most loopback connects never wait and cost no timer).
+class Deadline {
+public:
+    virtual Clock::time_point at() const noexcept = 0;
+    // The owner's timer fired: the sockets were closed under the phase.
+    virtual bool passed() const noexcept = 0;
+    // Before a wait that closing the owner's sockets ends: arms the timer (once per phase).
+    virtual void arm() = 0;
+    // Completes when the deadline passes (arming it): for waits that no socket close ends
+    // (name resolution), raced with `||`.
+    virtual net::awaitable<void> reached() = 0;
+
+protected:
+    Deadline() = default;
+    Deadline(const Deadline&) = default;
+    Deadline& operator=(const Deadline&) = default;
+    ~Deadline() = default;
 };
 
 // Something that lives on a worker and wants a call once a second (a live tunnel: publish byte
@@ -111,11 +202,10 @@ private:
 
 class Worker {
 public:
-    explicit Worker(std::size_t index);
+    Worker();
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
-    std::size_t index() const noexcept { return index_; }
     net::io_context& context() noexcept { return ctx_; }
     net::any_io_executor executor() noexcept { return ctx_.get_executor(); }
 
@@ -135,7 +225,6 @@ public:
     enum class Splice : std::uint8_t { automatic, always, never };
     void set_splice(Splice mode) noexcept { splice_ = mode; }
     void set_splice(bool on) noexcept { splice_ = on ? Splice::always : Splice::never; }
-    Splice splice_mode() const noexcept { return splice_; }
     // Whether a tunnel whose two ends are both loopback (`local`) or not may splice.
     bool splice(bool local) const noexcept {
         return splice_ == Splice::always || (splice_ == Splice::automatic && !local);
@@ -148,13 +237,14 @@ public:
     void add(Tickable& t) noexcept { tickables_.push_back(t); }
     // Closes every registered tunnel (shutdown's drain timeout). Worker thread only.
     void abort_all();
-    std::size_t live() const noexcept { return tickables_.size(); }
+
+    // The reactor of context(), for wait_edge() (asio_internals.cpp; null without internals).
+    void* reactor() const noexcept { return reactor_; }
 
 private:
     friend class Runtime;
     void start_tick();
 
-    std::size_t index_;
     // Declared before ctx_, so it outlives the handlers that ctx_'s destruction destroys.
     std::atomic<std::uint64_t> sessions_{0};
     // One thread runs it. No locking in its reactor's I/O (Asio's UNSAFE_IO hint; posting from
@@ -162,6 +252,7 @@ private:
     // never from another thread. The per-descriptor mutexes were several lock pairs per
     // connection (bench/RESULTS.md).
     net::io_context ctx_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
+    void* reactor_;
     net::steady_timer tick_timer_{ctx_};
     std::vector<std::unique_ptr<Chunk>> pool_;
     std::vector<Pipe> pipes_;

@@ -9,7 +9,6 @@
 
 #include <cstdint>
 
-#include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
 #include <tpt/outcome.hpp>
@@ -26,16 +25,6 @@ struct Counters {
     std::uint64_t to_client = 0;
     runtime::Clock::time_point last_activity = runtime::Clock::now();
 };
-
-// FIN from one side is passed on as shutdown(send) on the other and the other direction keeps
-// flowing; a reset or error on either side closes both. Returns ok when both directions ended
-// with FIN, else client_reset / upstream_reset. The caller closes both sockets when the relay
-// ends: the last FIN is passed on by that close, not by a shutdown call.
-net::awaitable<Outcome> relay(tcp::socket& client, tcp::socket& upstream, runtime::Worker& worker,
-                              Counters& counters);
-
-// The built-in `echo`: every byte read from the client is written back to it.
-net::awaitable<Outcome> echo(tcp::socket& client, runtime::Worker& worker, Counters& counters);
 
 // Who hears the end of a relay started with start(): a session that runs its relay outside
 // any coroutine frame, so that an established tunnel holds no phase state.
@@ -64,8 +53,13 @@ struct StartOptions {
     bool upstream_ack_held = false;
 };
 
-// relay() (upstream != nullptr) or echo() (upstream == nullptr), reported to `observer`.
-// The sockets, counters and observer must outlive the relay.
+// Relays between `client` and `upstream` (or, with upstream == nullptr, the built-in `echo`:
+// every byte read from the client is written back to it) and reports to `observer`.
+// FIN from one side is passed on as shutdown(send) on the other and the other direction keeps
+// flowing; a reset or error on either side closes both. The outcome is ok when both
+// directions ended with FIN, else client_reset / upstream_reset. The caller closes both
+// sockets when the relay ends: the last FIN is passed on by that close, not by a shutdown
+// call. The sockets, counters and observer must outlive the relay.
 void start(tcp::socket& client, tcp::socket* upstream, const StartOptions& options,
            runtime::Worker& worker, Counters& counters, Observer& observer);
 

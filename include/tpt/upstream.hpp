@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -66,47 +65,42 @@ struct ConnectResult {
     std::string detail;  // resolver / socket error text for the log
 };
 
-// The part of one connect attempt that does not wait. Opens `socket` (closed on entry) and
-// starts connecting it to ep; in_progress: still connecting (wait until writable, then
-// SO_ERROR says how it ended), else `ec` says how it ended (empty: connected).
-struct Started {
-    boost::system::error_code ec;
-    bool in_progress = false;
-};
-Started start_connect(tcp::socket& socket, const tcp::endpoint& ep);
-
-// Told before a connect attempt waits (the caller arms its deadline then). Most connects to
-// an IP literal or a cached name over loopback or a fast network never wait: their
-// handshake is over when connect() returns, and they cost no timer.
-class BeforeWait {
+// One connection's connect to an upstream host: every resolved address in turn, all within
+// the connection's deadline (SPEC §4.5). at_once() does what needs no wait (nearly every
+// connection: an IP literal or a cached name, and a handshake that is over when connect()
+// returns, as on loopback); finish() does the rest in a coroutine, resuming the attempt that
+// at_once() left in progress rather than starting another.
+class Dial {
 public:
-    virtual void operator()() = 0;
+    Dial(const address::HostPort& host, address::Family family,
+         std::chrono::milliseconds refresh) noexcept
+        : host_(&host), family_(family), refresh_(refresh) {}
+    // `host` is kept by reference: it must outlive the Dial (it lives in the config).
+    Dial(address::HostPort&& host, address::Family family,
+         std::chrono::milliseconds refresh) = delete;
 
-protected:
-    BeforeWait() = default;
-    BeforeWait(const BeforeWait&) = default;
-    BeforeWait& operator=(const BeforeWait&) = default;
-    ~BeforeWait() = default;
+    // Without waiting: true when `socket` (closed on entry) is connected now; peer() tells
+    // where. False: finish() must be awaited, and an attempt may be under way on `socket`.
+    bool at_once(tcp::socket& socket, const Resolver& resolver);
+
+    // Resolves (a name that is not cached, raced with deadline.reached()) and tries each
+    // address until one accepts. Arms the deadline before a connect waits; when the deadline
+    // passes its owner closes `socket`, and the attempt then ends as connect_timeout.
+    // The Dial, `socket` and `deadline` must outlive the coroutine.
+    net::awaitable<ConnectResult> finish(tcp::socket& socket, Resolver& resolver,
+                                         runtime::Deadline& deadline);
+
+    const tcp::endpoint& peer() const noexcept { return first_endpoint_; }
+
+private:
+    const address::HostPort* host_;
+    address::Family family_;
+    std::chrono::milliseconds refresh_;
+    // What at_once() did: its address, and how its attempt stands.
+    tcp::endpoint first_endpoint_;
+    boost::system::error_code first_ec_;
+    bool first_started_ = false;
+    bool first_in_progress_ = false;
 };
-
-// An attempt the caller started itself, with start_connect() on Resolver::first_at_once()'s
-// address, and hands to connect() to finish.
-struct FirstAttempt {
-    tcp::endpoint endpoint;
-    Started started;
-};
-
-// Connects `socket` (closed on entry, unless `first` left an attempt on it) to the first
-// address of hp that accepts, in resolver order, all within `deadline`. A name that is not
-// cached is resolved under a timer of its own; the connect attempts are not: the caller
-// closes `socket` when the deadline passes (the session's one deadline timer, armed when
-// `before_wait` is called, if it is given), and an attempt that fails then is
-// connect_timeout. `hp`, `before_wait` and `first` must outlive the coroutine.
-net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
-                                      const address::HostPort& hp, address::Family family,
-                                      std::chrono::milliseconds refresh,
-                                      runtime::Clock::time_point deadline,
-                                      BeforeWait* before_wait = nullptr,
-                                      const FirstAttempt* first = nullptr);
 
 }  // namespace tpt::upstream

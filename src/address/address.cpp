@@ -1,7 +1,9 @@
+#include <algorithm>
 #include <array>
 #include <cstddef>
 
 #include <tpt/address.hpp>
+#include <tpt/hostname.hpp>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -10,34 +12,14 @@ namespace tpt::address {
 
 namespace {
 
-// hostname::is_valid (SPEC §4.2) plus a numeric-TLD rule. Kept private so that address depends
-// only on modules before it (STYLE: module order).
+// hostname::is_valid (SPEC §4.2), and RFC 1123 §2.1: a top-level label is never all-numeric,
+// so "1.2.3.256" or "10" is a mistyped address, not a name to send to DNS.
 bool is_dns_name(std::string_view name) noexcept {
-    if (name.empty() || name.size() > 253) {
+    if (!hostname::is_valid(name)) {
         return false;
     }
-    std::size_t label = 0;
-    bool label_all_digits = true;
-    for (const char c : name) {
-        if (c == '.') {
-            if (label == 0) {
-                return false;
-            }
-            label = 0;
-            label_all_digits = true;
-            continue;
-        }
-        const bool digit = c >= '0' && c <= '9';
-        const bool ok =
-            digit || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_';
-        if (!ok || ++label > 63) {
-            return false;
-        }
-        label_all_digits = label_all_digits && digit;
-    }
-    // RFC 1123 §2.1: a top-level label is never all-numeric, so "1.2.3.256" or "10" is a
-    // mistyped address, not a name to send to DNS.
-    return label != 0 && !label_all_digits;
+    const auto last = name.substr(name.rfind('.') + 1);
+    return !std::all_of(last.begin(), last.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 // inet_pton needs a NUL-terminated string: refuse an embedded NUL (it would cut the text)
@@ -184,7 +166,7 @@ Result<UpstreamUrl> parse_upstream_url(std::string_view text) {
     }
     auto hp = parse_host_port(authority);
     if (!hp) {
-        return Error{"invalid upstream URL \"" + std::string(text) + "\": " + hp.error()};
+        return Error{"invalid upstream URL \"" + std::string(text) + "\": " + hp.error().message};
     }
     UpstreamUrl url{*family, std::move(hp).value()};
     if (url.family == Family::v4 && url.address.is_ipv6_literal) {

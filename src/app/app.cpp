@@ -1,14 +1,12 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <mutex>
-#include <sstream>
 #include <thread>
+#include <variant>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -19,6 +17,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
 
 #include <tpt/admin.hpp>
 #include <tpt/app.hpp>
@@ -30,7 +29,7 @@
 #include <tpt/routing.hpp>
 #include <tpt/runtime.hpp>
 #include <tpt/server_set.hpp>
-#include <tpt/session.hpp>
+#include <tpt/snapshot.hpp>
 
 namespace tpt::app {
 
@@ -42,32 +41,6 @@ using namespace boost::asio::experimental::awaitable_operators;
 
 namespace {
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
-// How long an invalid file seen by inotify gets to become valid before the failure counts.
-constexpr auto settle_delay = 300ms;
-
-std::optional<std::string> read_file(const std::string& path, std::string& error) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        error = path + ": cannot open: " + std::strerror(errno);
-        return std::nullopt;
-    }
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) {
-        error = path + ": read error";
-        return std::nullopt;
-    }
-    return ss.str();
-}
-
-std::string join_errors(const std::vector<config::ConfigError>& errors) {
-    std::string out;
-    for (const auto& e : errors) {
-        out += e.to_string();
-        out += '\n';
-    }
-    return out;
-}
 
 std::optional<config::LogLevel> env_log_level() {
     const char* v = std::getenv("TPT_LOG");
@@ -82,46 +55,17 @@ double unix_now() {
         .count();
 }
 
-std::optional<tcp::endpoint> admin_endpoint(const config::Config& cfg) {
-    if (!cfg.admin.listen) {
-        return std::nullopt;
+// The admin server's address: the first of what a listen address resolves to.
+Result<tcp::endpoint> admin_endpoint(const address::HostPort& listen) {
+    auto eps = runtime::listen_endpoints(listen, address::Family::any);
+    if (!eps) {
+        return eps.error();
     }
-    boost::system::error_code ec;
-    auto addr = net::ip::make_address(cfg.admin.listen->host, ec);
-    if (ec) {
-        // A host name: resolve it once, now.
-        net::io_context io;
-        tcp::resolver r(io);
-        auto results =
-            r.resolve(cfg.admin.listen->host, std::to_string(cfg.admin.listen->port), ec);
-        if (ec || results.empty()) {
-            throw std::runtime_error("cannot resolve admin.listen " +
-                                     cfg.admin.listen->to_string());
-        }
-        return results.begin()->endpoint();
-    }
-    return tcp::endpoint(addr, cfg.admin.listen->port);
+    return eps->front();
 }
 
-void warn_if_subpath(const std::string& path) {
-    std::error_code ec;
-    const auto real = fs::canonical(path, ec);
-    if (ec) {
-        return;
-    }
-    std::string error;
-    const auto mountinfo = read_file("/proc/self/mountinfo", error);
-    if (!mountinfo) {
-        return;
-    }
-    const auto dir = fs::path(path).parent_path();
-    const bool has_data = fs::exists(dir / "..data", ec);
-    if (reload::is_subpath_mount(*mountinfo, real.string(), has_data)) {
-        log::warn(
-            "the config file is a subPath mount: Kubernetes will never update it; mount "
-            "the ConfigMap as a directory to get hot reloads",
-            {{"path", path}});
-    }
+std::string admin_listen_of(const config::Config& cfg) {
+    return cfg.admin.listen ? cfg.admin.listen->to_string() : std::string{};
 }
 
 class App {
@@ -129,44 +73,34 @@ public:
     App(std::string path, std::string version)
         : path_(std::move(path)), version_(std::move(version)) {}
 
-    int start(std::shared_ptr<const config::Config> cfg, std::string hash) {
+    int start(const reload::Loaded& first) {
         metrics_ = metrics::make_metrics(version_);
         const auto workers = std::max(1U, std::thread::hardware_concurrency());
         runtime_ = std::make_unique<runtime::Runtime>(workers);
         servers_ = std::make_unique<server_set::ServerSet>(*runtime_);
         handlers_ = make_handlers();
 
-        auto snap = session::build_snapshot(cfg, hash, nullptr, *metrics_, handlers_);
-        if (auto err = servers_->apply(snap)) {
-            log::error("cannot start", {{"error", *err}});
-            return 1;
-        }
-        try {
-            if (auto ep = admin_endpoint(*cfg)) {
-                admin_ =
-                    std::make_shared<admin::AdminServer>(control_.get_executor(), *ep, handlers_);
-                admin_->start();
-                admin_listen_ = cfg->admin.listen->to_string();
-            }
-        } catch (const std::exception& e) {
-            log::error("cannot start the admin server", {{"error", e.what()}});
+        auto snap = snapshot::build(first.config, first.sha256, nullptr, *metrics_, handlers_);
+        auto bound = bind(snap);
+        if (!bound) {
+            log::error("cannot start", {{"error", bound.error().message}});
             return 1;
         }
         publish(snap);
-        metrics_->config_loaded(hash, unix_now());
+        metrics_->config_loaded(first.sha256, unix_now());
         runtime_->start();
 
-        watcher_ = std::make_shared<reload::Watcher>(
-            control_.get_executor(), path_,
-            [this](std::string_view why) { reload_now(why, false); });
-        watcher_->start(cfg->reload.watch, cfg->reload.poll_interval);
-        warn_if_subpath(path_);
+        reloader_ =
+            std::make_shared<reload::Reloader>(control_.get_executor(), path_, first.sha256,
+                                               [this](reload::Trigger why) { reload_now(why); });
+        reloader_->start(first.config->reload.watch, first.config->reload.poll_interval);
+        reload::warn_if_subpath(path_);
 
         net::co_spawn(control_, signals(), net::detached);
         ready_ = true;
         log::info("tpt started", {{"version", version_},
                                   {"config", path_},
-                                  {"sha256", hash},
+                                  {"sha256", first.sha256},
                                   {"workers", std::to_string(workers)},
                                   {"listeners", std::to_string(servers_->bound().size())},
                                   {"admin", admin_listen_.empty() ? "off" : admin_listen_}});
@@ -202,147 +136,132 @@ private:
         }
     }
 
-    std::string config_json() {
-        session::SnapshotPtr snap;
-        {
-            std::lock_guard lock(mutex_);
-            snap = current_;
-        }
-        return "{\"sha256\":\"" + snap->sha256 + "\",\"path\":" + json_string(path_) +
-               ",\"config\":" + config::to_json(*snap->config) + "}";
+    snapshot::SnapshotPtr current() {
+        const std::lock_guard lock(mutex_);
+        return current_;
     }
 
-    static std::string json_string(const std::string& s) {
-        std::string out = "\"";
-        for (const char c : s) {
-            if (c == '"' || c == '\\') {
-                out += '\\';
-                out += c;
-            } else if (static_cast<unsigned char>(c) < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-                out += buf;
-            } else {
-                out += c;
+    // GET /config (SPEC §6).
+    std::string config_json() {
+        const auto snap = current();
+        boost::json::object root;
+        root["sha256"] = snap->sha256;
+        root["path"] = path_;
+        root["config"] = boost::json::parse(config::to_json(*snap->config));
+        return boost::json::serialize(root);
+    }
+
+    net::awaitable<admin::ReloadAnswer> reload_async() {
+        co_return reload_now(reload::Trigger::admin);
+    }
+
+    // SPEC §7, on the control thread: read -> load -> build -> bind (all or nothing) ->
+    // publish -> report.
+    admin::ReloadAnswer reload_now(reload::Trigger why) {
+        if (stopping_) {
+            return {503, "shutting down\n"};
+        }
+        auto loaded = reloader_->next(why);
+        if (!loaded) {
+            return no_change(why, loaded.error());
+        }
+        const auto old = current();
+        auto snap =
+            snapshot::build(loaded->config, loaded->sha256, old.get(), *metrics_, handlers_);
+        auto applied = bind(snap);
+        if (!applied) {
+            reloader_->rejected(loaded->sha256);
+            return fail(why, 500, applied.error().message);
+        }
+        reloader_->set_poll_interval(snap->config->reload.poll_interval);
+        publish(snap);
+        reloader_->applied(snap->sha256);
+        report(why, *old, *snap, *applied);
+        return {200, snap->sha256 + "\n"};
+    }
+
+    admin::ReloadAnswer no_change(reload::Trigger why, const reload::Reloader::NoChange& n) {
+        using Kind = reload::Reloader::NoChange::Kind;
+        switch (n.kind) {
+            case Kind::unchanged:
+                return {200, n.detail + "\n"};
+            case Kind::settling:
+                return {400, n.detail};
+            case Kind::failed:
+                break;
+        }
+        return fail(why, 400, n.detail);
+    }
+
+    // The admin server moves first (it may fail), then the listeners (all or nothing); a
+    // failure leaves everything as it was.
+    Result<server_set::Applied> bind(const snapshot::SnapshotPtr& snap) {
+        const std::string listen = admin_listen_of(*snap->config);
+        std::shared_ptr<admin::AdminServer> moved;
+        if (listen != admin_listen_ && !listen.empty()) {
+            auto ep = admin_endpoint(*snap->config->admin.listen);
+            try {
+                if (!ep) {
+                    return ep.error();
+                }
+                moved =
+                    std::make_shared<admin::AdminServer>(control_.get_executor(), *ep, handlers_);
+            } catch (const boost::system::system_error& e) {
+                return Error{"cannot bind admin.listen " + listen + ": " + e.code().message()};
             }
         }
-        return out + "\"";
+        auto applied = servers_->apply(snap);
+        if (!applied) {
+            if (moved) {
+                moved->stop();
+            }
+            return applied;
+        }
+        if (listen != admin_listen_) {
+            if (admin_) {
+                admin_->stop();
+            }
+            admin_ = std::move(moved);
+            if (admin_) {
+                admin_->start();
+            }
+            admin_listen_ = listen;
+        }
+        return applied;
     }
 
-    net::awaitable<admin::ReloadAnswer> reload_async() { co_return reload_now("admin", true); }
-
-    void publish(session::SnapshotPtr snap) {
+    void publish(snapshot::SnapshotPtr snap) {
         const auto& cfg = *snap->config;
         control_any_ = cfg.admin.control_from == config::ControlFrom::any;
         log::configure(env_log_level().value_or(cfg.log), cfg.log_format);
         for (const auto& w : cfg.warnings) {
             log::warn("config warning", {{"detail", w.to_string()}});
         }
-        std::lock_guard lock(mutex_);
+        const std::lock_guard lock(mutex_);
         current_ = std::move(snap);
     }
 
-    // SPEC §7. Control thread. force: SIGHUP / POST /reload apply even an unchanged file.
-    admin::ReloadAnswer reload_now(std::string_view why, bool force) {
-        if (stopping_) {
-            return {503, "shutting down\n"};
-        }
-        std::string error;
-        const auto text = read_file(path_, error);
-        if (!text) {
-            return fail(why, 400, error);
-        }
-        auto hash = config::sha256_hex(*text);
-        session::SnapshotPtr old;
-        {
-            std::lock_guard lock(mutex_);
-            old = current_;
-        }
-        // Unforced triggers act on changed content only. Content that already failed is not
-        // retried on inotify events (a failure's log line in the watched directory would
-        // trigger the next attempt), only by the poll fallback, SIGHUP and POST /reload.
-        if (!force && (hash == old->sha256 || (hash == last_failed_hash_ && why == "inotify"))) {
-            return {200, hash + "\n"};
-        }
-        auto loaded = config::load(*text, path_, env::process_environment());
-        if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
-            if (why == "inotify") {
-                // A write in place (truncate, then write) can be read half-way: look again
-                // once the writer had time to finish, and judge only that read.
-                if (!settle_pending_) {
-                    settle_pending_ = true;
-                    settle_timer_.expires_after(settle_delay);
-                    settle_timer_.async_wait([this](boost::system::error_code ec) {
-                        settle_pending_ = false;
-                        if (!ec) {
-                            reload_now("inotify-settled", false);
-                        }
-                    });
-                }
-                return {400, join_errors(*errors)};
-            }
-            last_failed_hash_ = hash;
-            return fail(why, 400, join_errors(*errors));
-        }
-        last_failed_hash_ = hash;  // until the apply below succeeds
-        auto cfg =
-            std::make_shared<const config::Config>(std::get<config::Config>(std::move(loaded)));
-        auto snap = session::build_snapshot(cfg, hash, old.get(), *metrics_, handlers_);
-
-        // The admin server moves first (it may fail), then the listeners (all or nothing).
-        std::shared_ptr<admin::AdminServer> new_admin;
-        const std::string new_admin_listen =
-            cfg->admin.listen ? cfg->admin.listen->to_string() : "";
-        if (new_admin_listen != admin_listen_ && !new_admin_listen.empty()) {
-            try {
-                auto ep = admin_endpoint(*cfg);
-                new_admin =
-                    std::make_shared<admin::AdminServer>(control_.get_executor(), *ep, handlers_);
-            } catch (const std::exception& e) {
-                return fail(why, 500, std::string("cannot bind admin.listen: ") + e.what());
-            }
-        }
-        if (auto err = servers_->apply(snap)) {
-            if (new_admin) {
-                new_admin->stop();
-            }
-            return fail(why, 500, *err);
-        }
-        if (new_admin_listen != admin_listen_) {
-            if (admin_) {
-                admin_->stop();
-            }
-            admin_ = new_admin;
-            if (admin_) {
-                admin_->start();
-            }
-            admin_listen_ = new_admin_listen;
-        }
-        if (watcher_) {
-            watcher_->set_poll_interval(cfg->reload.poll_interval);
-        }
-        const auto diff = routing::diff(*old->config, *cfg);
-        publish(snap);
+    void report(reload::Trigger why, const snapshot::Snapshot& old, const snapshot::Snapshot& now,
+                const server_set::Applied& applied) {
+        const auto diff = routing::diff(*old.config, *now.config);
         for (const auto& name : diff.removed_servers) {
             metrics_->forget_server(name);
         }
-        last_failed_hash_.clear();
-        metrics_->reload_result(true, hash, unix_now());
+        metrics_->reload_result(true, now.sha256, unix_now());
         log::info("config reloaded",
-                  {{"trigger", std::string(why)},
-                   {"sha256", hash},
+                  {{"trigger", std::string(reload::to_string(why))},
+                   {"sha256", now.sha256},
                    {"servers_added", std::to_string(diff.added_servers.size())},
                    {"servers_removed", std::to_string(diff.removed_servers.size())},
                    {"servers_changed", std::to_string(diff.changed_servers.size())},
-                   {"listen_added", std::to_string(diff.added_listen.size())},
-                   {"listen_removed", std::to_string(diff.removed_listen.size())}});
-        return {200, hash + "\n"};
+                   {"listen_added", std::to_string(applied.added_listen.size())},
+                   {"listen_removed", std::to_string(applied.removed_listen.size())}});
     }
 
-    admin::ReloadAnswer fail(std::string_view why, unsigned status, const std::string& error) {
+    admin::ReloadAnswer fail(reload::Trigger why, unsigned status, const std::string& error) {
         metrics_->reload_result(false, "", unix_now());
         log::error("config reload failed, keeping the running config",
-                   {{"trigger", std::string(why)}, {"error", error}});
+                   {{"trigger", std::string(reload::to_string(why))}, {"error", error}});
         return {status, error.empty() || error.back() != '\n' ? error + "\n" : error};
     }
 
@@ -354,7 +273,7 @@ private:
                 co_return;
             }
             if (sig == SIGHUP) {
-                reload_now("SIGHUP", true);
+                reload_now(reload::Trigger::signal);
                 continue;
             }
             if (stopping_) {
@@ -369,13 +288,9 @@ private:
 
     // SPEC §8: /ready is 503 already; accept for shutdown.delay, close listeners, drain.
     net::awaitable<void> shutdown() {
-        session::SnapshotPtr snap;
-        {
-            std::lock_guard lock(mutex_);
-            snap = current_;
-        }
-        const auto delay = snap->config->shutdown.delay;
-        const auto drain = snap->config->shutdown.drain_timeout;
+        const auto cfg = current()->config;
+        const auto delay = cfg->shutdown.delay;
+        const auto drain = cfg->shutdown.drain_timeout;
         log::info("shutdown: not ready; still accepting",
                   {{"delay", duration::format(delay)}, {"drain_timeout", duration::format(drain)}});
         net::steady_timer timer(control_);
@@ -384,30 +299,29 @@ private:
             co_await timer.async_wait(use_tuple);
         }
         servers_->close_all();
-        if (watcher_) {
-            watcher_->stop();
-        }
-        const auto deadline = runtime::Clock::now() + drain;
+        reloader_->stop();
         log::info("shutdown: listeners closed, draining",
                   {{"live", std::to_string(servers_->live())}});
-        while (servers_->live() > 0 && (drain == 0ms || runtime::Clock::now() < deadline)) {
-            timer.expires_after(20ms);
-            co_await timer.async_wait(use_tuple);
-        }
+        co_await drain_for(timer, drain);
         if (const auto left = servers_->live(); left > 0) {
             log::warn("shutdown: drain timeout, closing live tunnels",
                       {{"live", std::to_string(left)}});
             servers_->abort_all();
-            const auto hard = runtime::Clock::now() + 2s;
-            while (servers_->live() > 0 && runtime::Clock::now() < hard) {
-                timer.expires_after(10ms);
-                co_await timer.async_wait(use_tuple);
-            }
+            co_await drain_for(timer, 2s);
         }
         if (admin_) {
             admin_->stop();
         }
         control_.stop();
+    }
+
+    // Until no tunnel is live, or `limit` passed (0: no limit).
+    net::awaitable<void> drain_for(net::steady_timer& timer, std::chrono::milliseconds limit) {
+        const auto deadline = runtime::Clock::now() + limit;
+        while (servers_->live() > 0 && (limit == 0ms || runtime::Clock::now() < deadline)) {
+            timer.expires_after(10ms);
+            co_await timer.async_wait(use_tuple);
+        }
     }
 
     std::string path_;
@@ -419,16 +333,37 @@ private:
     admin::HandlersPtr handlers_;
     std::shared_ptr<admin::AdminServer> admin_;
     std::string admin_listen_;
-    std::shared_ptr<reload::Watcher> watcher_;
+    std::shared_ptr<reload::Reloader> reloader_;
     std::mutex mutex_;  // guards current_ (admin handlers read it from any thread)
-    session::SnapshotPtr current_;
+    snapshot::SnapshotPtr current_;
     std::atomic<bool> ready_{false};
     std::atomic<bool> control_any_{false};
-    std::string last_failed_hash_;  // content of the last failed attempt (control thread)
-    net::steady_timer settle_timer_{control_};
-    bool settle_pending_ = false;
     bool stopping_ = false;
 };
+
+// The path of the config file (SPEC §2), or the exit code when there is none to run.
+std::variant<std::string, int> config_path(const cli::Options& opts) {
+    if (opts.config_path) {
+        return *opts.config_path;
+    }
+    const auto search = cli::find_config(env::process_environment(), [](const std::string& p) {
+        std::error_code ec;
+        return fs::is_regular_file(p, ec);
+    });
+    if (search.found) {
+        return *search.found;
+    }
+    if (opts.no_arguments) {
+        std::cout << cli::help_text("tpt");
+        return 0;
+    }
+    std::cerr << "tpt: no config file found; tried:\n";
+    for (const auto& t : search.tried) {
+        std::cerr << "  " << t << "\n";
+    }
+    return 1;
+}
+
 }  // namespace
 
 int run(int argc, const char* const* argv, std::string_view version) {
@@ -438,64 +373,36 @@ int run(int argc, const char* const* argv, std::string_view version) {
         return 2;
     }
     const auto& opts = *parsed.options;
-    if (opts.help) {
-        std::cout << cli::help_text("tpt");
+    if (opts.help || opts.version) {
+        std::cout << (opts.help ? cli::help_text("tpt") : "tpt " + std::string(version) + "\n");
         return 0;
     }
-    if (opts.version) {
-        std::cout << "tpt " << version << "\n";
-        return 0;
+    const auto path = config_path(opts);
+    if (const auto* code = std::get_if<int>(&path)) {
+        return *code;
     }
-    std::string path;
-    if (opts.config_path) {
-        path = *opts.config_path;
-    } else {
-        const auto search = cli::find_config(env::process_environment(), [](const std::string& p) {
-            std::error_code ec;
-            return fs::is_regular_file(p, ec);
-        });
-        if (!search.found) {
-            if (opts.no_arguments) {
-                std::cout << cli::help_text("tpt");
-                return 0;
-            }
-            std::cerr << "tpt: no config file found; tried:\n";
-            for (const auto& t : search.tried) {
-                std::cerr << "  " << t << "\n";
-            }
-            return 1;
-        }
-        path = *search.found;
-    }
-
-    std::string error;
-    const auto text = read_file(path, error);
-    if (!text) {
-        std::cerr << "tpt: " << error << "\n";
-        return 1;
-    }
-    auto loaded = config::load(*text, path, env::process_environment());
-    if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
-        std::cerr << join_errors(*errors);
+    const auto& file = std::get<std::string>(path);
+    const auto loaded = reload::load_file(file, env::process_environment());
+    if (!loaded) {
+        std::cerr << loaded.error().text;
         if (opts.check_config) {
-            std::cerr << "configuration has " << errors->size() << " error"
-                      << (errors->size() == 1 ? "" : "s") << "\n";
+            const auto n = loaded.error().errors;
+            std::cerr << "configuration has " << n << " error" << (n == 1 ? "" : "s") << "\n";
         }
         return 1;
     }
-    auto cfg = std::make_shared<const config::Config>(std::get<config::Config>(std::move(loaded)));
     if (opts.check_config) {
-        for (const auto& w : cfg->warnings) {
+        for (const auto& w : loaded->config->warnings) {
             std::cerr << "warning: " << w.to_string() << "\n";
         }
         std::cout << "configuration OK\n";
         return 0;
     }
-    log::configure(env_log_level().value_or(cfg->log), cfg->log_format);
+    log::configure(env_log_level().value_or(loaded->config->log), loaded->config->log_format);
     std::signal(SIGPIPE, SIG_IGN);
-    App app(path, std::string(version));
+    App app(file, std::string(version));
     try {
-        return app.start(cfg, config::sha256_hex(*text));
+        return app.start(*loaded);
     } catch (const std::exception& e) {
         log::error("fatal", {{"error", e.what()}});
         return 1;

@@ -8,7 +8,7 @@
 #include <tpt/client_hello.hpp>
 #include <tpt/hostname.hpp>
 
-namespace tpt::tls {
+namespace tpt::client_hello {
 namespace {
 
 constexpr std::uint8_t content_type_handshake = 22;  // RFC 8446 §5.1
@@ -256,4 +256,4 @@ HelloResult parse_client_hello(std::span<const std::uint8_t> bytes, std::size_t 
     return {status, parser.sni()};
 }
 
-}  // namespace tpt::tls
+}  // namespace tpt::client_hello

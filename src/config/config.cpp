@@ -1,7 +1,9 @@
 // The small value functions of config.hpp; the loader is in load.cpp, JSON in json.cpp.
-#include <algorithm>
 #include <array>
+#include <stdexcept>
 #include <string>
+
+#include <boost/beast/core/string.hpp>
 
 #include <tpt/config.hpp>
 
@@ -25,13 +27,6 @@ constexpr std::array<LevelName, 7> level_names{{
     {"disable", LogLevel::off},
 }};
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-        auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-        return lower(x) == lower(y);
-    });
-}
-
 }  // namespace
 
 std::string_view to_string(LogLevel l) noexcept {
@@ -54,7 +49,7 @@ std::string_view to_string(LogLevel l) noexcept {
 
 std::optional<LogLevel> parse_log_level(std::string_view text) {
     for (const auto& entry : level_names) {
-        if (iequals(entry.name, text)) {
+        if (boost::beast::iequals(entry.name, text)) {
             return entry.level;
         }
     }
@@ -95,6 +90,20 @@ std::string ConfigError::to_string() const {
     }
     out += message;
     return out;
+}
+
+std::string to_string(const ConfigErrors& errors) {
+    std::string out;
+    for (const auto& e : errors) {
+        out += e.to_string();
+        out += '\n';
+    }
+    return out;
+}
+
+void throw_exception_from_error(const ConfigErrors& errors,
+                                const boost::source_location& /*where*/) {
+    throw std::invalid_argument(to_string(errors));
 }
 
 }  // namespace tpt::config

@@ -51,19 +51,6 @@ int line_of(const YAML::Node& node) {
     return mark.is_null() ? 0 : mark.line + 1;
 }
 
-// RFC 9110 §5.6.2: token = 1*tchar.
-bool is_token(std::string_view s) {
-    if (s.empty()) {
-        return false;
-    }
-    return std::all_of(s.begin(), s.end(), [](char c) {
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
-            return true;
-        }
-        return std::string_view{"!#$%&'*+-.^_`|~"}.find(c) != std::string_view::npos;
-    });
-}
-
 bool has_control_char(std::string_view s) {
     return std::any_of(s.begin(), s.end(), [](char c) {
         const auto u = static_cast<unsigned char>(c);
@@ -324,7 +311,7 @@ std::optional<std::string> Loader::expanded(const YAML::Node& node, const std::s
     }
     auto result = env::expand(*raw, lookup_);
     if (!result) {
-        error(path, node, "environment expansion: " + printable(result.error()));
+        error(path, node, "environment expansion: " + printable(result.error().message));
         return std::nullopt;
     }
     return std::move(result).value();
@@ -353,7 +340,7 @@ std::optional<Duration> Loader::duration(const Entry& e, bool allow_zero) {
     }
     auto d = duration::parse(*t);
     if (!d) {
-        error(e.path, e.value, printable(d.error()));
+        error(e.path, e.value, printable(d.error().message));
         return std::nullopt;
     }
     if (!allow_zero && d.value() == Duration::zero()) {
@@ -648,7 +635,7 @@ std::optional<address::HostPort> Loader::listen_address(const YAML::Node& node,
     // Port 0 (an ephemeral port) is allowed for tests; such addresses never collide.
     auto hp = address::parse_host_port(*t, true);
     if (!hp) {
-        error(path, node, "bad listen address: " + printable(hp.error()));
+        error(path, node, "bad listen address: " + printable(hp.error().message));
         return std::nullopt;
     }
     address::HostPort out = std::move(hp).value();
@@ -860,7 +847,7 @@ bool Loader::via_target(const Entry& e, Via& v) {
     }
     auto hp = address::parse_host_port(*t);
     if (!hp) {
-        error(e.path, e.value, "bad CONNECT target: " + printable(hp.error()));
+        error(e.path, e.value, "bad CONNECT target: " + printable(hp.error().message));
         return false;
     }
     v.target = std::move(hp).value();
@@ -871,7 +858,7 @@ bool Loader::headers(const Entry& e, std::vector<Header>& out) {
     bool ok = true;
     std::set<std::string> seen_lower;
     for (const Entry& h : entries(e.value, e.path)) {
-        if (!is_token(h.key)) {
+        if (!hostname::is_token(h.key)) {
             error(h.path, h.key_node,
                   "header name \"" + printable(h.key) +
                       "\" is not an HTTP token (RFC 9110 §5.6.2: letters, digits and "
@@ -1018,7 +1005,7 @@ void Loader::upstreams(const Entry& e) {
         }
         auto parsed = address::parse_upstream_url(*url);
         if (!parsed) {
-            error(u.path, u.value, printable(parsed.error()));
+            error(u.path, u.value, printable(parsed.error().message));
             continue;
         }
         config_.upstreams.push_back(

@@ -2,8 +2,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/buffer.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -12,7 +10,6 @@
 
 namespace tpt::connect {
 
-using namespace boost::asio::experimental::awaitable_operators;
 namespace {
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
@@ -26,7 +23,7 @@ net::awaitable<HandshakeResult> exchange(tcp::socket& socket, std::string reques
         r.status_line = "write failed: " + wec.message();
         co_return r;
     }
-    ResponseHeadParser parser;
+    connect_head::ResponseHeadParser parser;
     std::array<std::uint8_t, 4096> buf{};
     for (;;) {
         auto [ec, n] = co_await socket.async_read_some(net::buffer(buf), use_tuple);
@@ -37,17 +34,18 @@ net::awaitable<HandshakeResult> exchange(tcp::socket& socket, std::string reques
             co_return r;
         }
         switch (parser.feed(std::span<const std::uint8_t>(buf.data(), n))) {
-            case HeadStatus::need_more:
+            case connect_head::HeadStatus::need_more:
                 continue;
-            case HeadStatus::malformed:
+            case connect_head::HeadStatus::malformed:
                 r.outcome = Outcome::proxy_protocol;
                 r.status_line = "malformed response head";
                 co_return r;
-            case HeadStatus::too_large:
+            case connect_head::HeadStatus::too_large:
                 r.outcome = Outcome::proxy_protocol;
-                r.status_line = "response head over 16 KiB";
+                r.status_line =
+                    "response head over " + std::to_string(max_head_bytes / 1024) + " KiB";
                 co_return r;
-            case HeadStatus::done:
+            case connect_head::HeadStatus::done:
                 break;
         }
         break;
@@ -66,21 +64,17 @@ net::awaitable<HandshakeResult> exchange(tcp::socket& socket, std::string reques
 }
 }  // namespace
 
-net::awaitable<HandshakeResult> handshake(
-    tcp::socket& socket, std::string_view target,
-    const std::vector<std::pair<std::string, std::string>>& headers,
-    runtime::Clock::time_point deadline) {
-    net::steady_timer timer(socket.get_executor());
-    timer.expires_at(deadline);
-    auto r =
-        co_await (exchange(socket, build_request(target, headers)) || timer.async_wait(use_tuple));
-    if (r.index() == 1) {
-        HandshakeResult t;
-        t.outcome = Outcome::connect_timeout;
-        t.status_line = "no CONNECT response within connect_timeout";
-        co_return t;
+net::awaitable<HandshakeResult> handshake(tcp::socket& socket, std::string_view target,
+                                          const std::vector<config::Header>& headers,
+                                          runtime::Deadline& deadline) {
+    deadline.arm();
+    auto r = co_await exchange(socket, connect_head::build_request(target, headers));
+    if (deadline.passed()) {
+        r = HandshakeResult{};
+        r.outcome = Outcome::connect_timeout;
+        r.status_line = "no CONNECT response within connect_timeout";
     }
-    co_return std::get<0>(std::move(r));
+    co_return r;
 }
 
 }  // namespace tpt::connect

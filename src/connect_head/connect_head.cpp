@@ -20,6 +20,7 @@
 #endif
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/core/error.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/field.hpp>
@@ -29,8 +30,9 @@
 #endif
 
 #include <tpt/connect_head.hpp>
+#include <tpt/hostname.hpp>
 
-namespace tpt::connect {
+namespace tpt::connect_head {
 namespace {
 
 namespace http = boost::beast::http;
@@ -44,21 +46,6 @@ constexpr std::size_t status_line_without_reason = 12;
 constexpr std::size_t reason_offset = status_line_without_reason + 1;
 constexpr std::size_t max_reason = 256;
 constexpr std::size_t max_scheme = 64;
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-        auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-        return lower(x) == lower(y);
-    });
-}
-
-// RFC 9110 §5.6.2 tchar.
-bool is_tchar(char c) noexcept {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-        return true;
-    }
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
 
 // Printable ASCII only: the reason phrase goes to logs, where control bytes must not go.
 std::string sanitise_reason(std::string_view reason) {
@@ -80,7 +67,7 @@ std::string auth_scheme(std::string_view value) {
         ++i;
     }
     std::size_t j = i;
-    while (j < value.size() && j - i < max_scheme && is_tchar(value[j])) {
+    while (j < value.size() && j - i < max_scheme && hostname::is_token_char(value[j])) {
         ++j;
     }
     return std::string(value.substr(i, j - i));
@@ -88,11 +75,11 @@ std::string auth_scheme(std::string_view value) {
 
 }  // namespace
 
-std::string build_request(std::string_view target,
-                          const std::vector<std::pair<std::string, std::string>>& headers) {
+std::string build_request(std::string_view target, const std::vector<config::Header>& headers) {
     // RFC 9112 §3.2: Host comes first. A configured Host takes the default's place.
-    const auto host = std::find_if(headers.begin(), headers.end(),
-                                   [](const auto& h) { return iequals(h.first, "host"); });
+    const auto host = std::find_if(headers.begin(), headers.end(), [](const auto& h) {
+        return boost::beast::iequals(h.name, "host");
+    });
     std::string out;
     out.reserve(64 + 2 * target.size());
     out += "CONNECT ";
@@ -102,18 +89,18 @@ std::string build_request(std::string_view target,
         out += "Host: ";
         out += target;
     } else {
-        out += host->first;
+        out += host->name;
         out += ": ";
-        out += host->second;
+        out += host->value;
     }
     out += "\r\n";
     for (auto it = headers.begin(); it != headers.end(); ++it) {
         if (it == host) {
             continue;
         }
-        out += it->first;
+        out += it->name;
         out += ": ";
-        out += it->second;
+        out += it->value;
         out += "\r\n";
     }
     out += "\r\n";
@@ -217,4 +204,4 @@ HeadStatus ResponseHeadParser::feed(std::span<const std::uint8_t> bytes) {
     return status_;
 }
 
-}  // namespace tpt::connect
+}  // namespace tpt::connect_head

@@ -92,7 +92,8 @@ Result<std::string> expand(std::string_view text, const Lookup& lookup) {
         out += *value;
         pos = dollar + 1 + n;
     }
-    return out;
+    // Tagged: an Error can be made from a string too, so a plain string would be ambiguous.
+    return Result<std::string>{boost::system::in_place_value, std::move(out)};
 }
 
 Lookup process_environment() {

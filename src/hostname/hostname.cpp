@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstddef>
 
 #include <tpt/hostname.hpp>
@@ -36,6 +37,17 @@ bool is_valid(std::string_view name) noexcept {
         }
     }
     return label != 0;
+}
+
+bool is_token_char(char c) noexcept {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+        return true;
+    }
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_token(std::string_view text) noexcept {
+    return !text.empty() && std::all_of(text.begin(), text.end(), is_token_char);
 }
 
 std::string to_lower(std::string_view text) {

@@ -373,10 +373,6 @@ void configure(LogLevel level, LogFormat format) {
     s.logger->set_level(to_spdlog(level));
 }
 
-LogFormat current_format() noexcept {
-    return state().sink->format();
-}
-
 bool enabled(LogLevel level) noexcept {
     // spdlog's should_log(off) is true at every level but off: `off` is never a message level.
     return level != LogLevel::off && state().logger->should_log(to_spdlog(level));

@@ -3,7 +3,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -50,7 +52,149 @@ std::string parent_of(const fs::path& p) {
     auto parent = p.parent_path();
     return parent.empty() ? std::string(".") : parent.string();
 }
+
+// How long an invalid file seen by inotify gets to become valid before the failure counts.
+constexpr auto settle_delay = 300ms;
+
+Result<std::string> read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        return Error{path + ": cannot open: " + std::strerror(errno)};
+    }
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) {
+        return Error{path + ": read error"};
+    }
+    return Result<std::string>{boost::system::in_place_value, ss.str()};
+}
 }  // namespace
+
+std::string_view to_string(Trigger t) noexcept {
+    switch (t) {
+        case Trigger::inotify:
+            return "inotify";
+        case Trigger::settled:
+            return "inotify-settled";
+        case Trigger::poll:
+            return "poll";
+        case Trigger::signal:
+            return "SIGHUP";
+        case Trigger::admin:
+            return "admin";
+    }
+    return "unknown";
+}
+
+void throw_exception_from_error(const LoadFailure& f, const boost::source_location& /*where*/) {
+    throw std::invalid_argument(f.text);
+}
+
+void throw_exception_from_error(const Reloader::NoChange& n,
+                                const boost::source_location& /*where*/) {
+    throw std::invalid_argument(n.detail);
+}
+
+boost::system::result<Loaded, LoadFailure> load_file(const std::string& path,
+                                                     const env::Lookup& lookup) {
+    const auto text = read_file(path);
+    if (!text) {
+        return LoadFailure{text.error().message + "\n", 1};
+    }
+    auto loaded = config::load(*text, path, lookup);
+    if (!loaded) {
+        return LoadFailure{config::to_string(loaded.error()), loaded.error().size()};
+    }
+    return Loaded{std::make_shared<const config::Config>(std::move(loaded).value()),
+                  config::sha256_hex(*text)};
+}
+
+void warn_if_subpath(const std::string& path) {
+    std::error_code ec;
+    const auto real = fs::canonical(path, ec);
+    const auto mountinfo = read_file("/proc/self/mountinfo");
+    if (ec || !mountinfo) {
+        return;
+    }
+    const bool has_data = fs::exists(fs::path(path).parent_path() / "..data", ec);
+    if (is_subpath_mount(*mountinfo, real.string(), has_data)) {
+        log::warn(
+            "the config file is a subPath mount: Kubernetes will never update it; mount "
+            "the ConfigMap as a directory to get hot reloads",
+            {{"path", path}});
+    }
+}
+
+Reloader::Reloader(net::any_io_executor executor, std::string path, std::string running_sha256,
+                   std::function<void(Trigger)> on_trigger)
+    : path_(std::move(path)),
+      watcher_(std::make_shared<Watcher>(executor, path_, on_trigger)),
+      running_(std::move(running_sha256)),
+      settle_timer_(executor),
+      on_trigger_(std::move(on_trigger)) {}
+
+void Reloader::start(bool watch, std::chrono::milliseconds poll_interval) {
+    watcher_->start(watch, poll_interval);
+}
+
+void Reloader::set_poll_interval(std::chrono::milliseconds poll_interval) {
+    watcher_->set_poll_interval(poll_interval);
+}
+
+void Reloader::stop() {
+    watcher_->stop();
+    settle_timer_.cancel();
+}
+
+boost::system::result<Loaded, Reloader::NoChange> Reloader::next(Trigger why) {
+    using Kind = NoChange::Kind;
+    const bool force = why == Trigger::signal || why == Trigger::admin;
+    const auto text = read_file(path_);
+    if (!text) {
+        return NoChange{Kind::failed, text.error().message};
+    }
+    auto hash = config::sha256_hex(*text);
+    if (!force && (hash == running_ || (hash == last_failed_ && why == Trigger::inotify))) {
+        return NoChange{Kind::unchanged, running_};
+    }
+    auto loaded = config::load(*text, path_, env::process_environment());
+    if (!loaded) {
+        if (why == Trigger::inotify) {
+            settle_later();
+            return NoChange{Kind::settling, config::to_string(loaded.error())};
+        }
+        last_failed_ = hash;
+        return NoChange{Kind::failed, config::to_string(loaded.error())};
+    }
+    last_failed_ = hash;  // until applied() says otherwise
+    return Loaded{std::make_shared<const config::Config>(std::move(loaded).value()),
+                  std::move(hash)};
+}
+
+void Reloader::applied(const std::string& sha256) {
+    running_ = sha256;
+    last_failed_.clear();
+}
+
+void Reloader::rejected(const std::string& sha256) {
+    last_failed_ = sha256;
+}
+
+// A write in place (truncate, then write) can be read half-way: look again once the writer
+// had time to finish, and judge only that read.
+void Reloader::settle_later() {
+    if (settle_pending_) {
+        return;
+    }
+    settle_pending_ = true;
+    settle_timer_.expires_after(settle_delay);
+    settle_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        self->settle_pending_ = false;
+        if (!ec) {
+            self->on_trigger_(Trigger::settled);
+        }
+    });
+}
 
 Watcher::Watcher(net::any_io_executor executor, std::string path, Callback on_maybe_changed)
     : executor_(executor),
@@ -180,7 +324,7 @@ void Watcher::event_seen() {
 void Watcher::fire() {
     pending_ = false;
     if (!stopped_) {
-        callback_("inotify");
+        callback_(Trigger::inotify);
     }
 }
 
@@ -192,7 +336,7 @@ net::awaitable<void> Watcher::poll_loop(std::shared_ptr<Watcher> self, std::uint
         if (self->stopped_ || generation != self->poll_generation_) {
             co_return;
         }
-        self->callback_("poll");
+        self->callback_(Trigger::poll);
     }
 }
 

@@ -1,5 +1,4 @@
-// routing::diff(): what a reload changes, for the reload log line.
-#include <set>
+// routing::diff(): which servers a reload changes, for the reload log line.
 #include <string>
 
 #include <tpt/routing.hpp>
@@ -50,20 +49,6 @@ bool same_server(const config::Server& s, const config::Config& before, const co
     return true;
 }
 
-std::vector<std::string> listen_strings(const config::Config& c) {
-    std::vector<std::string> out;
-    std::set<std::string> seen;
-    for (const auto& s : c.servers) {
-        for (const auto& hp : s.listen) {
-            auto text = hp.to_string();
-            if (seen.insert(text).second) {
-                out.push_back(std::move(text));
-            }
-        }
-    }
-    return out;
-}
-
 }  // namespace
 
 Diff diff(const config::Config& before, const config::Config& after) {
@@ -82,18 +67,6 @@ Diff diff(const config::Config& before, const config::Config& after) {
         }
     }
 
-    const auto old_listen = listen_strings(before);
-    const auto new_listen = listen_strings(after);
-    const std::set<std::string> old_set(old_listen.begin(), old_listen.end());
-    const std::set<std::string> new_set(new_listen.begin(), new_listen.end());
-    for (const auto& l : new_listen) {
-        (old_set.contains(l) ? d.kept_listen : d.added_listen).push_back(l);
-    }
-    for (const auto& l : old_listen) {
-        if (!new_set.contains(l)) {
-            d.removed_listen.push_back(l);
-        }
-    }
     return d;
 }
 

@@ -2,19 +2,13 @@
 #include <cstdlib>
 #include <fcntl.h>
 #include <string_view>
-#include <type_traits>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
 
-#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
-#define TPT_EPOLL_REACTOR 1
-#include <boost/asio/detail/epoll_reactor.hpp>
-#else
-#define TPT_EPOLL_REACTOR 0
-#endif
-
 #include <tpt/runtime.hpp>
+
+#include "asio_access.hpp"
 
 namespace tpt::runtime {
 
@@ -70,53 +64,37 @@ void tune_listener(tcp::acceptor& acceptor, boost::system::error_code& ec) {
     }
 }
 
-#if TPT_EPOLL_REACTOR
-namespace {
-// The epoll reactor's "try the operation before waiting" marks, one per operation type, which
-// its descriptor_state keeps private. An explicit instantiation may name a private member
-// ([temp.spec.general]), and the friend it defines hands the member pointer out.
-using DescriptorState = std::remove_pointer_t<net::detail::epoll_reactor::per_descriptor_data>;
-// NOLINTNEXTLINE(modernize-avoid-c-arrays): the member is a C array in Asio
-using SpeculationMarks = bool (DescriptorState::*)[net::detail::epoll_reactor::max_ops];
-struct SpeculationTag {
-    friend SpeculationMarks speculation_marks(SpeculationTag);
-};
-template <SpeculationMarks Member>
-struct ExposeSpeculation {
-    friend SpeculationMarks speculation_marks(SpeculationTag) { return Member; }
-};
-template struct ExposeSpeculation<&DescriptorState::try_speculative_>;
-}  // namespace
-#endif
-
-void read_after_event(tcp::socket& socket) noexcept {
-#if TPT_EPOLL_REACTOR
-    auto* state = SocketAccess::implementation(socket).reactor_data_;
-    if (state != nullptr) {
-        (state->*speculation_marks(SpeculationTag{}))[net::detail::epoll_reactor::read_op] = false;
+Result<std::vector<tcp::endpoint>> listen_endpoints(const address::HostPort& hp,
+                                                    address::Family family) {
+    std::vector<tcp::endpoint> out;
+    boost::system::error_code ec;
+    const auto literal = net::ip::make_address(hp.host, ec);
+    if (!ec) {
+        out.emplace_back(literal, hp.port);
+        return out;
     }
-#else
-    (void)socket;
-#endif
+    net::io_context io;
+    tcp::resolver resolver(io);
+    const auto results =
+        resolver.resolve(hp.host, std::to_string(hp.port), tcp::resolver::passive, ec);
+    if (ec) {
+        return Error{"cannot resolve listen host " + hp.host + ": " + ec.message()};
+    }
+    for (const auto& r : results) {
+        const auto& ep = r.endpoint();
+        if ((family == address::Family::v4 && !ep.address().is_v4()) ||
+            (family == address::Family::v6 && !ep.address().is_v6())) {
+            continue;
+        }
+        out.push_back(ep);
+    }
+    if (out.empty()) {
+        return Error{"listen host " + hp.host + " has no address of the server's protocol"};
+    }
+    return out;
 }
 
-void own_descriptor(tcp::socket& socket, bool non_blocking) noexcept {
-#if !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && !defined(BOOST_ASIO_WINDOWS)
-    namespace ops = net::detail::socket_ops;
-    auto& state = SocketAccess::implementation(socket).state_;
-    state &= static_cast<ops::state_type>(~ops::possible_dup);
-    if (non_blocking) {
-        // Only Asio's own flag: its synchronous operations still wait (user_set_non_blocking
-        // would make them return would_block).
-        state |= ops::internal_non_blocking;
-    }
-#else
-    (void)socket;
-    (void)non_blocking;
-#endif
-}
-
-Worker::Worker(std::size_t index) : index_(index) {
+Worker::Worker() : reactor_(reactor_of(ctx_)) {
     // Reserved up front so give_back() never allocates.
     pool_.reserve(max_pooled_chunks);
     pipes_.reserve(max_pooled_pipes);
@@ -192,7 +170,7 @@ Runtime::Runtime(std::size_t workers) {
     }
     workers_.reserve(workers);
     for (std::size_t i = 0; i < workers; ++i) {
-        workers_.push_back(std::make_unique<Worker>(i));
+        workers_.push_back(std::make_unique<Worker>());
         workers_.back()->set_splice(splice);
     }
 }

@@ -10,7 +10,6 @@
 #include <boost/asio/socket_base.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include <tpt/edge_wait.hpp>
 #include <tpt/log.hpp>
 #include <tpt/server_set.hpp>
 
@@ -20,47 +19,10 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
-namespace {
-
-// Resolves a listen address: IP literals directly, host names with getaddrinfo (all results
-// of the server's protocol family).
-std::vector<tcp::endpoint> listen_endpoints(const address::HostPort& hp, address::Family family,
-                                            std::string& error) {
-    std::vector<tcp::endpoint> out;
-    boost::system::error_code ec;
-    const auto literal = net::ip::make_address(hp.host, ec);
-    if (!ec) {
-        out.emplace_back(literal, hp.port);
-        return out;
-    }
-    net::io_context io;
-    tcp::resolver resolver(io);
-    const auto results =
-        resolver.resolve(hp.host, std::to_string(hp.port), tcp::resolver::passive, ec);
-    if (ec) {
-        error = "cannot resolve listen host " + hp.host + ": " + ec.message();
-        return out;
-    }
-    for (const auto& r : results) {
-        const auto& ep = r.endpoint();
-        if ((family == address::Family::v4 && !ep.address().is_v4()) ||
-            (family == address::Family::v6 && !ep.address().is_v6())) {
-            continue;
-        }
-        out.push_back(ep);
-    }
-    if (out.empty()) {
-        error = "listen host " + hp.host + " has no address of the server's protocol";
-    }
-    return out;
-}
-
-}  // namespace
-
 // One listening socket of one address on one worker.
-class Listener : public std::enable_shared_from_this<Listener> {
+class Listener final : public std::enable_shared_from_this<Listener>, private runtime::Readiness {
 public:
-    Listener(session::WorkerContext& ctx, std::shared_ptr<session::SnapshotPtr> current,
+    Listener(session::WorkerContext& ctx, std::shared_ptr<snapshot::SnapshotPtr> current,
              std::string key)
         : ctx_(ctx), current_(std::move(current)), key_(std::move(key)) {}
 
@@ -76,7 +38,7 @@ public:
         listening_.emplace_back(ctx_.worker.executor(), ep.protocol());
         a.open(ep.protocol());
         a.set_option(net::socket_base::reuse_address(true));
-        a.set_option(net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
+        a.set_option(runtime::ReusePort(true));
         if (ep.address().is_v6()) {
             a.set_option(net::ip::v6_only(true));
         }
@@ -184,22 +146,31 @@ private:
         net::post(ctx_.worker.executor(), [self = shared_from_this(), i] { self->accept_more(i); });
     }
 
-    // The handler that takes accept loop i up again after a wait, unless the wait failed (the
-    // listening socket was closed).
-    auto resume(std::size_t i) {
-        return [self = shared_from_this(), i](const boost::system::error_code& ec) {
-            if (!ec && self->listening_[i].socket.is_open()) {
-                self->accept_more(i);
-            }
-        };
+    // Takes accept loop i up again after a wait, unless the wait failed (the listening socket
+    // was closed).
+    void resume(std::size_t i, const boost::system::error_code& ec) {
+        if (!ec && listening_[i].socket.is_open()) {
+            accept_more(i);
+        }
     }
 
+    // A pending wait keeps the listener alive (the reactor holds only a reference to it).
     void wait_for_connections(std::size_t i) {
-#if TPT_EDGE_WAIT
-        edge::wait(edge::reactor_of(ctx_.worker.context()), listening_[i].socket, false, resume(i));
-#else
-        listening_[i].socket.async_wait(tcp::socket::wait_read, resume(i));
-#endif
+        if (waits_++ == 0) {
+            waiting_self_ = shared_from_this();
+        }
+        runtime::wait_edge(ctx_.worker, listening_[i].socket, false, *this,
+                           static_cast<std::uint8_t>(i));
+    }
+
+    void ready(std::uint8_t tag, const boost::system::error_code& ec) override {
+        const auto self = end_wait();
+        resume(tag, ec);
+    }
+    void dropped(std::uint8_t /*tag*/) noexcept override { end_wait(); }
+
+    std::shared_ptr<Listener> end_wait() noexcept {
+        return --waits_ == 0 ? std::move(waiting_self_) : waiting_self_;
     }
 
     // EMFILE/ENFILE/ENOBUFS/ENOMEM: the pending connection stays queued; back off instead of
@@ -213,7 +184,9 @@ private:
         }
         auto& timer = listening_[i].backoff;
         timer.expires_after(100ms);
-        timer.async_wait(resume(i));
+        timer.async_wait([self = shared_from_this(), i](const boost::system::error_code& ec) {
+            self->resume(i, ec);
+        });
     }
 
     void admit(std::size_t i, int fd, const tcp::endpoint& peer) {
@@ -232,7 +205,7 @@ private:
         // A reference: the slot changes only by a post to this worker, never during this call,
         // and the session's copy is the one count the connection takes (the count is shared
         // with the other workers, so each change moves its cache line between cores).
-        const session::SnapshotPtr& snap = *current_;
+        const snapshot::SnapshotPtr& snap = *current_;
         if (!snap) {
             return;
         }
@@ -241,103 +214,124 @@ private:
             return;  // the address is being removed by a reload; closing is all we can do
         }
         const auto index = it->second;
-        const auto& srv = snap->servers[index];
-        const auto& listen = *srv.listener_metrics.find(key_);  // built with server_by_listen
-        if (!srv.health_only) {
-            const auto before = srv.state->active.fetch_add(1, std::memory_order_relaxed);
-            if (before >= srv.server->maxclients) {
-                srv.state->active.fetch_sub(1, std::memory_order_relaxed);
-                snap->metrics->maxclients_rejected(srv.server->name);
-                boost::system::error_code ignored;
-                // SO_LINGER 0 would send RST; a plain close sends FIN, which clients read as
-                // "closed at once".
-                socket.close(ignored);
-                return;
-            }
-            ctx_.live.fetch_add(1, std::memory_order_relaxed);
+        const auto& listen = *snap->servers[index].listener_metrics.find(key_);
+        auto admission = snapshot::Admission::admit(*snap, index, listen, ctx_.worker.sessions());
+        if (!admission) {
+            // SO_LINGER 0 would send RST; a plain close sends FIN, which clients read as
+            // "closed at once".
+            return;
         }
-        listen.second->connection_opened();
-        session::start(std::move(socket), peer, snap, index, listen, ctx_);
+        session::start(std::move(socket), peer, snap, index, std::move(*admission), ctx_);
     }
 
     session::WorkerContext& ctx_;
-    std::shared_ptr<session::SnapshotPtr> current_;
+    std::shared_ptr<snapshot::SnapshotPtr> current_;
     std::string key_;
     std::vector<tcp::acceptor> staged_;  // bind() to start(): on the staging io_context
     std::vector<Listening> listening_;   // one per resolved endpoint, on the worker
     log::Throttle warnings_{10s};
+    std::size_t waits_ = 0;  // edge waits pending
+    std::shared_ptr<Listener> waiting_self_;
 };
 
 ServerSet::ServerSet(runtime::Runtime& runtime) : runtime_(runtime) {
     for (std::size_t i = 0; i < runtime.size(); ++i) {
         contexts_.push_back(std::make_unique<session::WorkerContext>(runtime.worker(i)));
-        current_.push_back(std::make_shared<session::SnapshotPtr>());
+        current_.push_back(std::make_shared<snapshot::SnapshotPtr>());
     }
 }
 
 ServerSet::~ServerSet() = default;
 
-std::optional<std::string> ServerSet::apply(const session::SnapshotPtr& next) {
-    const auto& cfg = *next->config;
-    std::map<std::string, std::vector<std::shared_ptr<Listener>>> added;
-    try {
-        for (const auto& server : cfg.servers) {
-            for (const auto& hp : server.listen) {
-                const auto key = hp.to_string();
-                if (listeners_.contains(key) || added.contains(key)) {
-                    continue;
-                }
-                std::string error;
-                const auto eps = listen_endpoints(hp, server.protocol, error);
-                if (eps.empty()) {
-                    throw std::runtime_error(error);
-                }
-                auto& per_worker = added[key];
-                for (std::size_t w = 0; w < contexts_.size(); ++w) {
-                    auto l = std::make_shared<Listener>(*contexts_[w], current_[w], key);
-                    for (const auto& ep : eps) {
-                        try {
-                            l->bind(staging_, ep);
-                        } catch (const boost::system::system_error& e) {
-                            throw std::runtime_error("cannot listen on " + key + ": " +
-                                                     e.code().message());
-                        }
-                    }
-                    per_worker.push_back(std::move(l));
-                }
-            }
-        }
-    } catch (const std::exception& e) {
-        for (auto& [key, ls] : added) {
-            for (auto& l : ls) {
-                l->close();
-            }
-        }
-        return std::string(e.what());
+Result<Applied> ServerSet::apply(const snapshot::SnapshotPtr& next) {
+    auto added = bind_new(*next->config);
+    if (!added) {
+        return added.error();
     }
-
-    // Publish first, then start new accept loops: posts to one worker run in order, so a new
-    // listener never sees a snapshot without its address.
-    for (std::size_t w = 0; w < contexts_.size(); ++w) {
-        net::post(runtime_.worker(w).executor(), [slot = current_[w], next] { *slot = next; });
-    }
-    for (auto& [key, ls] : added) {
+    publish(next);
+    Applied applied;
+    for (auto& [key, ls] : *added) {
         for (auto& l : ls) {
             l->start();
         }
+        applied.added_listen.push_back(key);
         listeners_.emplace(key, std::move(ls));
     }
+    applied.removed_listen = close_removed(*next);
+    return applied;
+}
+
+// All or nothing: on a failure the sockets bound so far are closed.
+Result<ServerSet::Bound> ServerSet::bind_new(const config::Config& cfg) {
+    Bound added;
+    for (const auto& server : cfg.servers) {
+        for (const auto& hp : server.listen) {
+            const auto key = hp.to_string();
+            if (listeners_.contains(key) || added.contains(key)) {
+                continue;
+            }
+            auto bound = bind_everywhere(key, hp, server.protocol);
+            if (!bound) {
+                for (auto& [k, ls] : added) {
+                    for (auto& l : ls) {
+                        l->close();
+                    }
+                }
+                return bound.error();
+            }
+            added.emplace(key, std::move(*bound));
+        }
+    }
+    return added;
+}
+
+// One listener per worker for one address, every endpoint of it bound (SO_REUSEPORT).
+Result<std::vector<std::shared_ptr<Listener>>> ServerSet::bind_everywhere(
+    const std::string& key, const address::HostPort& hp, address::Family family) {
+    const auto eps = runtime::listen_endpoints(hp, family);
+    if (!eps) {
+        return eps.error();
+    }
+    std::vector<std::shared_ptr<Listener>> per_worker;
+    for (std::size_t w = 0; w < contexts_.size(); ++w) {
+        auto l = std::make_shared<Listener>(*contexts_[w], current_[w], key);
+        per_worker.push_back(l);
+        for (const auto& ep : *eps) {
+            try {
+                l->bind(staging_, ep);
+            } catch (const boost::system::system_error& e) {
+                for (auto& done : per_worker) {
+                    done->close();
+                }
+                return Error{"cannot listen on " + key + ": " + e.code().message()};
+            }
+        }
+    }
+    return per_worker;
+}
+
+// Publish first, then start new accept loops: posts to one worker run in order, so a new
+// listener never sees a snapshot without its address.
+void ServerSet::publish(const snapshot::SnapshotPtr& next) {
+    for (std::size_t w = 0; w < contexts_.size(); ++w) {
+        net::post(runtime_.worker(w).executor(), [slot = current_[w], next] { *slot = next; });
+    }
+}
+
+std::vector<std::string> ServerSet::close_removed(const snapshot::Snapshot& next) {
+    std::vector<std::string> removed;
     for (auto it = listeners_.begin(); it != listeners_.end();) {
-        if (next->server_by_listen.contains(it->first)) {
+        if (next.server_by_listen.contains(it->first)) {
             ++it;
             continue;
         }
         for (auto& l : it->second) {
             net::post(l->executor(), [l] { l->close(); });
         }
+        removed.push_back(it->first);
         it = listeners_.erase(it);
     }
-    return std::nullopt;
+    return removed;
 }
 
 void ServerSet::close_all() {
@@ -359,7 +353,7 @@ void ServerSet::abort_all() {
 std::uint64_t ServerSet::live() const {
     std::uint64_t n = 0;
     for (const auto& c : contexts_) {
-        n += c->live.load(std::memory_order_relaxed);
+        n += c->worker.sessions().load(std::memory_order_relaxed);
     }
     return n;
 }

@@ -19,12 +19,8 @@
 #include <type_traits>
 #include <utility>
 
-#include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/version.hpp>
 
-#include <tpt/edge_wait.hpp>
 #include <tpt/tunnel.hpp>
 
 #include <sys/socket.h>
@@ -135,46 +131,31 @@ static_assert(sizeof(Direction) <= 88, "a tunnel's memory: bench/RESULTS.md, RSS
 
 class RelayCore;
 
-// Completion handler of one readiness wait. Destroyed without being called only when the
-// io_context is destroyed with the tunnel still open; the last one then frees the relay.
-class Waiter {
+// A posted continuation of a direction (see RelayCore::yield). Destroyed without being called
+// only when the io_context is destroyed with the tunnel still open.
+class Resume {
 public:
-    Waiter(RelayCore* core, std::uint8_t dir, bool write) noexcept
-        : core_(core), dir_(dir), write_(write) {}
-    Waiter(Waiter&& o) noexcept
-        : core_(std::exchange(o.core_, nullptr)), dir_(o.dir_), write_(o.write_) {}
-    Waiter(const Waiter&) = delete;
-    Waiter& operator=(const Waiter&) = delete;
-    Waiter& operator=(Waiter&&) = delete;
-    ~Waiter();
-
-    void operator()(const boost::system::error_code& ec);
+    Resume(RelayCore* core, std::uint8_t dir) noexcept : core_(core), dir_(dir) {}
+    Resume(Resume&& o) noexcept : core_(std::exchange(o.core_, nullptr)), dir_(o.dir_) {}
+    Resume(const Resume&) = delete;
+    Resume& operator=(const Resume&) = delete;
+    Resume& operator=(Resume&&) = delete;
+    ~Resume();
+    void operator()();
 
 private:
     RelayCore* core_;
     std::uint8_t dir_;
-    bool write_;
 };
 
-// A posted continuation of a direction (see RelayCore::yield).
-struct Resume {
-    Waiter waiter;
-    void operator()() { waiter(boost::system::error_code{}); }
-};
-
-// The relay without its completion handler. Lives on the heap from start() until both
-// directions are done and no wait is pending; then complete() hands the outcome on.
-class RelayCore {
+// The relay. Lives on the heap from start() until both directions are done and no wait is
+// pending; then it reports to its observer and deletes itself. Each readiness wait's tag is
+// the direction and whether it waits to write (tag_of).
+class RelayCore final : public runtime::Readiness {
 public:
-    RelayCore(tcp::socket& client, tcp::socket* upstream, bool local, runtime::Worker& worker,
-              Counters& counters)
-        : worker_(worker),
-          counters_(counters)
-#if TPT_EDGE_WAIT
-          ,
-          reactor_(edge::reactor_of(worker.context()))
-#endif
-    {
+    RelayCore(Observer& observer, tcp::socket& client, tcp::socket* upstream, bool local,
+              runtime::Worker& worker, Counters& counters)
+        : worker_(worker), counters_(counters), observer_(observer) {
         splice_ = worker.splice(local);
         if (upstream != nullptr) {
             dirs_[0] = Direction{&client, upstream, true, &counters.to_upstream};
@@ -187,7 +168,7 @@ public:
     }
     RelayCore(const RelayCore&) = delete;
     RelayCore& operator=(const RelayCore&) = delete;
-    virtual ~RelayCore() = default;
+    ~RelayCore() = default;
 
     // Each direction starts with an edge wait. Asio marks a new descriptor "maybe ready", and
     // keeps that mark until an operation on it finds nothing more (EOF), so the first wait
@@ -210,7 +191,15 @@ public:
         // NOLINTEND(clang-analyzer-cplusplus.NewDelete)
     }
 
-    void ready(std::uint8_t i, bool was_write, const boost::system::error_code& ec) {
+    void ready(std::uint8_t tag, const boost::system::error_code& ec) override {
+        const auto i = static_cast<std::uint8_t>(tag >> 1U);
+        const bool was_write = (tag & 1U) != 0;
+        resume(i, was_write, ec);
+    }
+
+    void dropped(std::uint8_t /*tag*/) noexcept override { abandon(); }
+
+    void resume(std::uint8_t i, bool was_write, const boost::system::error_code& ec) {
         --pending_;
         Direction& d = dirs_[i];
         if (ec) {
@@ -225,26 +214,32 @@ public:
         }
     }
 
+    // The io_context is being destroyed with this relay's waits pending.
     void abandon() noexcept {
         if (--pending_ == 0) {
-            destroy();
+            Observer& o = observer_;
+            delete this;
+            o.abandoned();
         }
     }
-
-protected:
-    // Echo: every byte read from the client was also written to it (the upstream side of an
-    // echo tunnel is the client itself).
-    void finish_counters() noexcept {
-        if (ndirs_ == 1) {
-            counters_.to_upstream = counters_.to_client;
-        }
-    }
-
-    // Called once, with no wait pending; deletes this.
-    virtual void complete(Outcome outcome) = 0;
-    virtual void destroy() noexcept = 0;
 
 private:
+    static std::uint8_t tag_of(std::uint8_t dir, bool write) noexcept {
+        return static_cast<std::uint8_t>((dir << 1U) | (write ? 1U : 0U));
+    }
+
+    // Called once, with no wait pending: frees the relay, then tells the observer (which may
+    // end the session at once).
+    void complete(Outcome outcome) {
+        if (ndirs_ == 1) {
+            // Echo: every byte read from the client was also written to it.
+            counters_.to_upstream = counters_.to_client;
+        }
+        Observer& o = observer_;
+        delete this;
+        o.relayed(outcome);
+    }
+
     bool all_done() const noexcept {
         for (std::uint8_t i = 0; i < ndirs_; ++i) {
             if (!dirs_[i].done) {
@@ -261,21 +256,13 @@ private:
     void wait(std::uint8_t i, bool write) {
         const Direction& d = dirs_[i];
         ++pending_;
-#if TPT_EDGE_WAIT
-        edge::wait(reactor_, write ? *d.to : *d.from, write, Waiter(this, i, write));
-#else
-        if (write) {
-            d.to->async_wait(tcp::socket::wait_write, Waiter(this, i, true));
-        } else {
-            d.from->async_wait(tcp::socket::wait_read, Waiter(this, i, false));
-        }
-#endif
+        runtime::wait_edge(worker_, write ? *d.to : *d.from, write, *this, tag_of(i, write));
     }
 
     // Runs direction i once the worker has run what is queued, as a wait would.
     void yield(std::uint8_t i) {
         ++pending_;
-        net::post(worker_.context(), Resume{Waiter(this, i, false)});
+        net::post(worker_.context(), Resume(this, i));
     }
 
     // Moves bytes until a socket would block, the reader ends, or the wakeup budget is spent.
@@ -456,9 +443,7 @@ private:
 
     runtime::Worker& worker_;
     Counters& counters_;
-#if TPT_EDGE_WAIT
-    edge::Reactor& reactor_;
-#endif
+    Observer& observer_;
     Failure failure_;
     std::array<Direction, 2> dirs_;
     std::uint8_t ndirs_ = 0;
@@ -467,95 +452,23 @@ private:
     std::size_t pending_ = 0;
 };
 
-Waiter::~Waiter() {
+Resume::~Resume() {
     if (core_ != nullptr) {
         core_->abandon();
     }
 }
 
-void Waiter::operator()(const boost::system::error_code& ec) {
-    std::exchange(core_, nullptr)->ready(dir_, write_, ec);
+void Resume::operator()() {
+    std::exchange(core_, nullptr)->resume(dir_, false, boost::system::error_code{});
 }
-
-template <typename Handler>
-class RelayOp final : public RelayCore {
-public:
-    RelayOp(Handler handler, tcp::socket& client, tcp::socket* upstream, runtime::Worker& worker,
-            Counters& counters)
-        : RelayCore(client, upstream, false, worker, counters), handler_(std::move(handler)) {}
-
-private:
-    void complete(Outcome outcome) override {
-        // Free the state before resuming the coroutine, which may end the session at once.
-        finish_counters();
-        Handler h = std::move(handler_);
-        delete this;
-        std::move(h)(outcome);
-    }
-    void destroy() noexcept override { delete this; }
-
-    Handler handler_;
-};
-
-// A relay that reports to an Observer instead of resuming a coroutine.
-class ObservedRelay final : public RelayCore {
-public:
-    ObservedRelay(Observer& observer, tcp::socket& client, tcp::socket* upstream, bool local,
-                  runtime::Worker& worker, Counters& counters)
-        : RelayCore(client, upstream, local, worker, counters), observer_(observer) {}
-
-private:
-    void complete(Outcome outcome) override {
-        finish_counters();
-        Observer& o = observer_;
-        delete this;
-        o.relayed(outcome);
-    }
-    void destroy() noexcept override {
-        Observer& o = observer_;
-        delete this;
-        o.abandoned();
-    }
-
-    Observer& observer_;
-};
-
-// Initiation of the relay as one asynchronous operation completing with its Outcome. A named
-// type, not a capturing lambda, in the co_await expression (STYLE: GCC 12).
-struct StartRelay {
-    tcp::socket* client;
-    tcp::socket* upstream;  // nullptr: echo
-    runtime::Worker* worker;
-    Counters* counters;
-
-    template <typename Handler>
-    void operator()(Handler&& handler) const {
-        auto* op = new RelayOp<std::decay_t<Handler>>(std::forward<Handler>(handler), *client,
-                                                      upstream, *worker, *counters);
-        op->start(false, false);  // never completes inline: the first event is a wait
-    }
-};
 
 }  // namespace
 
-// Not coroutines themselves: the awaitable of the operation is returned as it is, so a tunnel
-// costs no extra coroutine frame.
-net::awaitable<Outcome> relay(tcp::socket& client, tcp::socket& upstream, runtime::Worker& worker,
-                              Counters& counters) {
-    return net::async_initiate<const net::use_awaitable_t<>&, void(Outcome)>(
-        StartRelay{&client, &upstream, &worker, &counters}, net::use_awaitable);
-}
-
-net::awaitable<Outcome> echo(tcp::socket& client, runtime::Worker& worker, Counters& counters) {
-    return net::async_initiate<const net::use_awaitable_t<>&, void(Outcome)>(
-        StartRelay{&client, nullptr, &worker, &counters}, net::use_awaitable);
-}
-
 void start(tcp::socket& client, tcp::socket* upstream, const StartOptions& options,
            runtime::Worker& worker, Counters& counters, Observer& observer) {
-    auto* op = new ObservedRelay(observer, client, upstream, options.local, worker, counters);
+    auto* relay = new RelayCore(observer, client, upstream, options.local, worker, counters);
     // Never completes inline: the first event is a wait.
-    op->start(options.client_ended, options.upstream_ack_held);
+    relay->start(options.client_ended, options.upstream_ack_held);
 }
 
 }  // namespace tpt::tunnel

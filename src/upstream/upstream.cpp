@@ -4,7 +4,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <tpt/upstream.hpp>
@@ -53,20 +52,25 @@ boost::system::error_code socket_error(int fd) {
     return errno_code(error);
 }
 
+// How one connect attempt stands after the part that does not wait: in_progress (wait
+// until writable, then SO_ERROR says how it ended), else `ec` says how it ended (empty:
+// connected).
+struct Started {
+    boost::system::error_code ec;
+    bool in_progress = false;
+};
+
 // The wait of an attempt that start_connect() left in progress: until the socket is writable
-// (or the caller's deadline closes it), then SO_ERROR says how the connect ended.
+// (or the deadline's owner closes it), then SO_ERROR says how the connect ended.
 net::awaitable<boost::system::error_code> finish_connect(tcp::socket& socket,
-                                                         BeforeWait* before_wait) {
-    if (before_wait != nullptr) {
-        (*before_wait)();
-    }
+                                                         runtime::Deadline& deadline) {
+    deadline.arm();
     auto [wait_ec] = co_await socket.async_wait(tcp::socket::wait_write, use_tuple);
     if (wait_ec) {
         co_return wait_ec;
     }
     co_return socket_error(socket.native_handle());
 }
-}  // namespace
 
 // In fewer system calls than Asio's open() and async_connect():
 // - SOCK_NONBLOCK at socket(): no ioctl;
@@ -117,6 +121,8 @@ Started start_connect(tcp::socket& socket, const tcp::endpoint& ep) {
     r.in_progress = true;
     return r;
 }
+
+}  // namespace
 
 const Resolver::Entry* Resolver::fresh_entry(const address::HostPort& hp, address::Family family,
                                              std::chrono::milliseconds refresh) const {
@@ -189,22 +195,30 @@ net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
     co_return answer;
 }
 
-net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
-                                      const address::HostPort& hp, address::Family family,
-                                      std::chrono::milliseconds refresh,
-                                      runtime::Clock::time_point deadline, BeforeWait* before_wait,
-                                      const FirstAttempt* first) {
+bool Dial::at_once(tcp::socket& socket, const Resolver& resolver) {
+    const auto ep = resolver.first_at_once(*host_, family_, refresh_);
+    if (!ep) {
+        return false;
+    }
+    first_endpoint_ = *ep;
+    const auto started = start_connect(socket, first_endpoint_);
+    first_started_ = true;
+    first_ec_ = started.ec;
+    first_in_progress_ = started.in_progress;
+    return !started.in_progress && !started.ec;
+}
+
+net::awaitable<ConnectResult> Dial::finish(tcp::socket& socket, Resolver& resolver,
+                                           runtime::Deadline& deadline) {
     ConnectResult result;
     // Literals and cached names (nearly every connection) cost no timer and no frame.
-    auto answer = resolver.at_once(hp, family, refresh);
+    auto answer = resolver.at_once(*host_, family_, refresh_);
     if (!answer) {
-        net::steady_timer timer(socket.get_executor());
-        timer.expires_at(deadline);
         auto resolved =
-            co_await (resolver.resolve(hp, family, refresh) || timer.async_wait(use_tuple));
+            co_await (resolver.resolve(*host_, family_, refresh_) || deadline.reached());
         if (resolved.index() == 1) {
             result.outcome = Outcome::connect_timeout;
-            result.detail = "timed out resolving " + hp.host;
+            result.detail = "timed out resolving " + host_->host;
             co_return result;
         }
         answer = std::get<0>(std::move(resolved));
@@ -219,38 +233,34 @@ net::awaitable<ConnectResult> connect(tcp::socket& socket, Resolver& resolver,
     for (std::size_t i = 0; i < answer->endpoints.size(); ++i) {
         const auto& ep = answer->endpoints[i];
         Started started;
-        if (i == 0 && first != nullptr && first->endpoint == ep) {
-            started = first->started;  // the caller's attempt on this very address
+        if (i == 0 && first_started_ && first_endpoint_ == ep) {
+            started = Started{first_ec_, first_in_progress_};  // at_once()'s attempt
         } else {
             socket.close(ignored);
-            if (runtime::Clock::now() >= deadline) {
-                result.outcome = Outcome::connect_timeout;
-                result.detail = "timed out connecting to " + hp.host;
-                co_return result;
+            if (runtime::Clock::now() >= deadline.at()) {
+                break;
             }
             started = start_connect(socket, ep);
         }
         // Not `?:` around co_await: GCC 12 ran the co_await in the branch not taken.
         auto ec = started.ec;
         if (started.in_progress) {
-            ec = co_await finish_connect(socket, before_wait);
+            ec = co_await finish_connect(socket, deadline);
         }
-        if (!ec) {
-            result.outcome = Outcome::ok;
-            result.peer = ep;
-            result.detail.clear();
+        if (!ec && !deadline.passed()) {
+            result = ConnectResult{Outcome::ok, ep, {}};
             co_return result;
         }
-        if (runtime::Clock::now() >= deadline) {
-            // The caller's deadline closed the socket under the attempt.
-            result.outcome = Outcome::connect_timeout;
-            result.detail = "timed out connecting to " + ep.address().to_string();
-            socket.close(ignored);
-            co_return result;
+        if (deadline.passed() || runtime::Clock::now() >= deadline.at()) {
+            break;
         }
         result.detail = ep.address().to_string() + ": " + ec.message();
     }
     socket.close(ignored);
+    if (deadline.passed() || runtime::Clock::now() >= deadline.at()) {
+        result.outcome = Outcome::connect_timeout;
+        result.detail = "timed out connecting to " + host_->host;
+    }
     co_return result;
 }
 
