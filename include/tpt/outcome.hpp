@@ -3,6 +3,7 @@
 // Thread affinity: none (pure values).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -37,6 +38,15 @@ std::string_view to_string(Outcome o) noexcept;
 
 // True for the outcomes that count in tpt_route_errors_total{reason}.
 bool is_route_error(Outcome o) noexcept;
+
+// The name of enumerator `e` in `names`, a table in enumerator order; `fallback` for a value
+// outside it (only a cast from outside the enumeration makes one).
+template <class Enum, std::size_t N>
+constexpr std::string_view enum_name(const std::array<std::string_view, N>& names, Enum e,
+                                     std::string_view fallback) noexcept {
+    const auto i = static_cast<std::size_t>(e);
+    return i < N ? names[i] : fallback;
+}
 
 // The most bytes tpt reads before it knows where a connection goes, and the most it reads of
 // a proxy's answer: a ClientHello (SPEC §4.2), a CONNECT response head (§4.5).

@@ -48,27 +48,17 @@ Error error(std::string_view text, std::string_view why) {
 
 }  // namespace
 
+// In the order of the enumeration.
+constexpr std::array<std::string_view, 3> family_names{"tcp", "tcp4", "tcp6"};
+
 std::string_view to_string(Family f) noexcept {
-    switch (f) {
-        case Family::any:
-            return "tcp";
-        case Family::v4:
-            return "tcp4";
-        case Family::v6:
-            return "tcp6";
-    }
-    return "tcp";
+    return enum_name(family_names, f, "tcp");
 }
 
 Result<Family> parse_family(std::string_view text) {
-    if (text == "tcp") {
-        return Family::any;
-    }
-    if (text == "tcp4") {
-        return Family::v4;
-    }
-    if (text == "tcp6") {
-        return Family::v6;
+    const auto it = std::find(family_names.begin(), family_names.end(), text);
+    if (it != family_names.end()) {
+        return static_cast<Family>(it - family_names.begin());
     }
     return Error{"invalid protocol \"" + std::string(text) + "\": expected tcp, tcp4 or tcp6"};
 }

@@ -1,5 +1,8 @@
 // The admin handler: one coroutine per connection, Beast's parser and serializer, a read
 // deadline per request on the tcp_stream.
+#include <algorithm>
+#include <array>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <string>
@@ -55,29 +58,16 @@ Reply handler_failed(std::string_view path, const std::exception_ptr& e, http::s
     return text(status, "internal error\n");
 }
 
-enum class Path { metrics, ready, healthz, health, config, reload, unknown };
+enum class Path : std::uint8_t { metrics, health, config, reload, ready, healthz, unknown };
+
+// In the order of Path, before unknown.
+constexpr std::array<std::string_view, 6> paths{"/metrics", "/health", "/config",
+                                                "/reload",  "/ready",  "/healthz"};
 
 Path classify(std::string_view target) {
     target = target.substr(0, target.find('?'));
-    if (target == "/metrics") {
-        return Path::metrics;
-    }
-    if (target == "/ready") {
-        return Path::ready;
-    }
-    if (target == "/healthz") {
-        return Path::healthz;
-    }
-    if (target == "/health") {
-        return Path::health;
-    }
-    if (target == "/config") {
-        return Path::config;
-    }
-    if (target == "/reload") {
-        return Path::reload;
-    }
-    return Path::unknown;
+    const auto it = std::find(paths.begin(), paths.end(), target);
+    return static_cast<Path>(it - paths.begin());  // unknown when not found
 }
 
 // Everything a request can be answered with, except the errors of reading it.

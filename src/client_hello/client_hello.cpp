@@ -123,6 +123,8 @@ NameResult parse_server_name(Reader ext, std::string_view& name) {
 
 ClientHelloParser::ClientHelloParser(std::size_t limit) : limit_(limit) {}
 
+// A parser's state machine in one function (record header, record payload, message), over
+// the 60-line rule on purpose: every transition and its bound stay in view.
 HelloStatus ClientHelloParser::feed(std::span<const std::uint8_t> bytes) {
     while (status_ == HelloStatus::need_more && !bytes.empty()) {
         if (record_remaining_ == 0) {

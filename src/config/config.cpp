@@ -30,21 +30,9 @@ constexpr std::array<LevelName, 7> level_names{{
 }  // namespace
 
 std::string_view to_string(LogLevel l) noexcept {
-    switch (l) {
-        case LogLevel::trace:
-            return "trace";
-        case LogLevel::debug:
-            return "debug";
-        case LogLevel::info:
-            return "info";
-        case LogLevel::warn:
-            return "warn";
-        case LogLevel::error:
-            return "error";
-        case LogLevel::off:
-            return "off";
-    }
-    return "off";
+    // The first six entries are in the order of the enumeration.
+    const auto i = static_cast<std::size_t>(l);
+    return i <= static_cast<std::size_t>(LogLevel::off) ? level_names[i].name : "off";
 }
 
 std::optional<LogLevel> parse_log_level(std::string_view text) {

@@ -22,6 +22,7 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -189,6 +190,9 @@ private:
     // The entries of a map, in file order; a null node is an empty map. Records an error for
     // a node that is not a map, a key that is not a scalar, and a duplicate key.
     std::vector<Entry> entries(const YAML::Node& node, const std::string& path);
+    // The entries of the map at e.value whose key is `known` and whose value is not null; an
+    // unknown key is recorded as an error.
+    std::vector<Entry> known_entries(const Entry& e, Keys known);
     void unknown_key(const Entry& e, Keys known) {
         error(e.path, e.key_node, unknown_key_message(e.key, known));
     }
@@ -198,6 +202,12 @@ private:
                                     std::string_view what = "a scalar");
     std::optional<std::string> expanded(const YAML::Node& node, const std::string& path,
                                         std::string_view what = "a scalar");
+    // The scalar at `node` given to `parse` (text -> Result<T>); nullopt after recording an
+    // error: not a scalar (`what` was expected), or `prefix` and the parser's message.
+    template <class Parse>
+    auto parsed(const YAML::Node& node, const std::string& path, std::string_view what,
+                std::string_view prefix, Parse parse)
+        -> std::optional<typename std::invoke_result_t<Parse, const std::string&>::value_type>;
     std::optional<bool> boolean(const Entry& e);
     std::optional<Duration> duration(const Entry& e, bool allow_zero);
     std::optional<std::int64_t> integer(const Entry& e, std::int64_t min, std::int64_t max,
@@ -294,6 +304,18 @@ std::vector<Entry> Loader::entries(const YAML::Node& node, const std::string& pa
     return out;
 }
 
+std::vector<Entry> Loader::known_entries(const Entry& e, Keys known) {
+    std::vector<Entry> out;
+    for (Entry& f : entries(e.value, e.path)) {
+        if (!contains(known, f.key)) {
+            unknown_key(f, known);
+        } else if (!f.value.IsNull()) {
+            out.push_back(std::move(f));
+        }
+    }
+    return out;
+}
+
 std::optional<std::string> Loader::text(const YAML::Node& node, const std::string& path,
                                         std::string_view what) {
     if (!node.IsScalar()) {
@@ -303,18 +325,27 @@ std::optional<std::string> Loader::text(const YAML::Node& node, const std::strin
     return node.Scalar();
 }
 
-std::optional<std::string> Loader::expanded(const YAML::Node& node, const std::string& path,
-                                            std::string_view what) {
-    auto raw = text(node, path, what);
+template <class Parse>
+auto Loader::parsed(const YAML::Node& node, const std::string& path, std::string_view what,
+                    std::string_view prefix, Parse parse)
+    -> std::optional<typename std::invoke_result_t<Parse, const std::string&>::value_type> {
+    const auto raw = text(node, path, what);
     if (!raw) {
         return std::nullopt;
     }
-    auto result = env::expand(*raw, lookup_);
+    auto result = parse(*raw);
     if (!result) {
-        error(path, node, "environment expansion: " + printable(result.error().message));
+        error(path, node, std::string(prefix) + printable(result.error().message));
         return std::nullopt;
     }
     return std::move(result).value();
+}
+
+std::optional<std::string> Loader::expanded(const YAML::Node& node, const std::string& path,
+                                            std::string_view what) {
+    return parsed(node, path, what, "environment expansion: ", [this](const std::string& raw) {
+        return env::expand(raw, lookup_);
+    });
 }
 
 std::optional<bool> Loader::boolean(const Entry& e) {
@@ -334,20 +365,13 @@ std::optional<bool> Loader::boolean(const Entry& e) {
 }
 
 std::optional<Duration> Loader::duration(const Entry& e, bool allow_zero) {
-    auto t = text(e.value, e.path, "a duration");
-    if (!t) {
-        return std::nullopt;
-    }
-    auto d = duration::parse(*t);
-    if (!d) {
-        error(e.path, e.value, printable(d.error().message));
-        return std::nullopt;
-    }
-    if (!allow_zero && d.value() == Duration::zero()) {
+    const auto d = parsed(e.value, e.path, "a duration", "",
+                          [](const std::string& t) { return duration::parse(t); });
+    if (d && !allow_zero && *d == Duration::zero()) {
         error(e.path, e.value, "must be greater than 0s");
         return std::nullopt;
     }
-    return d.value();
+    return d;
 }
 
 std::optional<std::int64_t> Loader::integer(const Entry& e, std::int64_t min, std::int64_t max,
@@ -587,12 +611,8 @@ void Loader::admin(const Entry& e) {
 
 void Loader::reload(const Entry& e) {
     static constexpr std::array<std::string_view, 2> keys{"watch", "poll_interval"};
-    for (const Entry& r : entries(e.value, e.path)) {
-        if (!contains(keys, r.key)) {
-            unknown_key(r, keys);
-        } else if (r.value.IsNull()) {
-            continue;
-        } else if (r.key == "watch") {
+    for (const Entry& r : known_entries(e, keys)) {
+        if (r.key == "watch") {
             set_bool(r, config_.reload.watch);
         } else {
             set_duration(r, config_.reload.poll_interval, true);
@@ -602,16 +622,9 @@ void Loader::reload(const Entry& e) {
 
 void Loader::shutdown(const Entry& e) {
     static constexpr std::array<std::string_view, 2> keys{"delay", "drain_timeout"};
-    for (const Entry& s : entries(e.value, e.path)) {
-        if (!contains(keys, s.key)) {
-            unknown_key(s, keys);
-        } else if (s.value.IsNull()) {
-            continue;
-        } else {
-            set_duration(s,
-                         s.key == "delay" ? config_.shutdown.delay : config_.shutdown.drain_timeout,
-                         true);
-        }
+    for (const Entry& s : known_entries(e, keys)) {
+        set_duration(s, s.key == "delay" ? config_.shutdown.delay : config_.shutdown.drain_timeout,
+                     true);
     }
 }
 
@@ -628,31 +641,28 @@ void Loader::servers(const Entry& e) {
 std::optional<address::HostPort> Loader::listen_address(const YAML::Node& node,
                                                         const std::string& path,
                                                         address::Family protocol) {
-    auto t = text(node, path, "a listen address (\"host:port\")");
-    if (!t) {
-        return std::nullopt;
-    }
     // Port 0 (an ephemeral port) is allowed for tests; such addresses never collide.
-    auto hp = address::parse_host_port(*t, true);
+    auto hp = parsed(node, path, "a listen address (\"host:port\")", "bad listen address: ",
+                     [](const std::string& t) { return address::parse_host_port(t, true); });
     if (!hp) {
-        error(path, node, "bad listen address: " + printable(hp.error().message));
         return std::nullopt;
     }
-    address::HostPort out = std::move(hp).value();
+    const std::string t = node.Scalar();
+    address::HostPort out = std::move(*hp);
     if (!address::is_ip_literal(out.host)) {
         error(path, node,
-              "bad listen address \"" + printable(*t) +
+              "bad listen address \"" + printable(t) +
                   R"(": the host must be an IP address ("0.0.0.0", "[::]", "127.0.0.1"))");
         return std::nullopt;
     }
     if (protocol == address::Family::v4 && out.is_ipv6_literal) {
         error(path, node,
-              "listen address \"" + printable(*t) + "\" is IPv6 but the protocol is tcp4");
+              "listen address \"" + printable(t) + "\" is IPv6 but the protocol is tcp4");
         return std::nullopt;
     }
     if (protocol == address::Family::v6 && !out.is_ipv6_literal) {
         error(path, node,
-              "listen address \"" + printable(*t) + "\" is IPv4 but the protocol is tcp6");
+              "listen address \"" + printable(t) + "\" is IPv4 but the protocol is tcp6");
         return std::nullopt;
     }
     out.host = normalise_ip(out.host);

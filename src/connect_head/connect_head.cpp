@@ -120,6 +120,8 @@ ResponseHeadParser& ResponseHeadParser::operator=(ResponseHeadParser&&) noexcept
 
 // A finished status (done, malformed, too_large) is final: later bytes are ignored, so the
 // caller reads any tunnel data from leftover() and the rest from the socket.
+// A parser's state machine in one function, over the 60-line rule on purpose: every state
+// and its way out stay in view, as in Beast's basic_parser::put.
 HeadStatus ResponseHeadParser::feed(std::span<const std::uint8_t> bytes) {
     if (status_ != HeadStatus::need_more) {
         return status_;

@@ -32,6 +32,8 @@ Error unset(std::string_view name) {
 
 }  // namespace
 
+// One left-to-right scanner over the four forms ($$, ${NAME}, ${NAME:-text}, $NAME), over the
+// 60-line rule on purpose: the forms share their position bookkeeping.
 Result<std::string> expand(std::string_view text, const Lookup& lookup) {
     std::string out;
     out.reserve(text.size());

@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include <tpt/log.hpp>
+#include <tpt/outcome.hpp>
 
 namespace tpt::log {
 namespace {
@@ -45,41 +46,22 @@ public:
     FieldsScope& operator=(const FieldsScope&) = delete;
 };
 
+// spdlog's level of each LogLevel, in the order of LogLevel.
+constexpr std::array<spdlog::level::level_enum, 6> spdlog_levels{
+    spdlog::level::trace, spdlog::level::debug, spdlog::level::info,
+    spdlog::level::warn,  spdlog::level::err,   spdlog::level::off};
+
 spdlog::level::level_enum to_spdlog(LogLevel l) noexcept {
-    switch (l) {
-        case LogLevel::trace:
-            return spdlog::level::trace;
-        case LogLevel::debug:
-            return spdlog::level::debug;
-        case LogLevel::info:
-            return spdlog::level::info;
-        case LogLevel::warn:
-            return spdlog::level::warn;
-        case LogLevel::error:
-            return spdlog::level::err;
-        case LogLevel::off:
-            return spdlog::level::off;
-    }
-    return spdlog::level::info;
+    const auto i = static_cast<std::size_t>(l);
+    return i < spdlog_levels.size() ? spdlog_levels[i] : spdlog::level::info;
 }
 
+// The names of spdlog's levels, in their order (trace .. off); raw spdlog calls may use
+// `critical`, which tpt's own lines never do.
 std::string_view level_name(spdlog::level::level_enum l) noexcept {
-    switch (l) {
-        case spdlog::level::trace:
-            return "trace";
-        case spdlog::level::debug:
-            return "debug";
-        case spdlog::level::info:
-            return "info";
-        case spdlog::level::warn:
-            return "warn";
-        case spdlog::level::err:
-            return "error";
-        case spdlog::level::critical:
-            return "critical";
-        default:
-            return "off";
-    }
+    static constexpr std::array<std::string_view, 7> names{"trace", "debug",    "info", "warn",
+                                                           "error", "critical", "off"};
+    return enum_name(names, l, "off");
 }
 
 // Length of the well-formed UTF-8 sequence starting at s[i] (2..4), or 0 when the bytes there
@@ -129,115 +111,74 @@ void append_hex2(std::string& out, unsigned v) {
     out += hex_digits[v & 0xF];
 }
 
-// JSON string body (RFC 8259 §7). Control bytes (C0, DEL) and C1 code points become \u00XX;
-// bytes that are not UTF-8 become U+FFFD, so the line always parses.
-void append_json_string(std::string& out, std::string_view s) {
-    out += '"';
-    for (std::size_t i = 0; i < s.size();) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c >= 0x80) {
-            char32_t cp = 0;
-            const std::size_t len = utf8_sequence(s, i, cp);
-            if (len == 0) {
-                out += "\\ufffd";
-                ++i;
-            } else if (cp < 0xA0) {
-                out += "\\u00";
-                append_hex2(out, static_cast<unsigned>(cp));
-                i += len;
-            } else {
-                out.append(s.substr(i, len));
-                i += len;
-            }
-            continue;
-        }
-        switch (c) {
-            case '"':
-                out += "\\\"";
-                break;
-            case '\\':
-                out += "\\\\";
-                break;
-            case '\n':
-                out += "\\n";
-                break;
-            case '\r':
-                out += "\\r";
-                break;
-            case '\t':
-                out += "\\t";
-                break;
-            default:
-                if (c < 0x20 || c == 0x7F) {
-                    out += "\\u00";
-                    append_hex2(out, c);
-                } else {
-                    out += static_cast<char>(c);
-                }
-        }
-        ++i;
+// The two ways a value is escaped. Both: \" \\ \n \r \t, C1 code points as \u00XX. Other
+// control bytes (C0, DEL): \u00XX in JSON, \xHH in txt. Bytes that are not UTF-8: U+FFFD in
+// JSON (RFC 8259 §8.1: the line must parse), \xHH in txt (the reader sees what came).
+enum class Escape : std::uint8_t { json, txt };
+
+// The escape of one byte below 0x80, or an empty view when it stands for itself.
+std::string_view short_escape(unsigned char c) {
+    switch (c) {
+        case '"':
+            return "\\\"";
+        case '\\':
+            return "\\\\";
+        case '\n':
+            return "\\n";
+        case '\r':
+            return "\\r";
+        case '\t':
+            return "\\t";
+        default:
+            return {};
     }
-    out += '"';
 }
 
-// txt escaping: \" \\ \n \r \t, other control bytes and non-UTF-8 bytes as \xHH, C1 code
-// points as \u00XX. Returns whether anything was escaped.
-bool append_txt_escaped(std::string& out, std::string_view s) {
+// Appends `s` escaped as `style` says; returns whether anything was escaped.
+bool append_escaped(std::string& out, std::string_view s, Escape style) {
+    const std::string_view hex_prefix = style == Escape::json ? "\\u00" : "\\x";
     bool escaped = false;
     for (std::size_t i = 0; i < s.size();) {
         const auto c = static_cast<unsigned char>(s[i]);
-        if (c >= 0x80) {
-            char32_t cp = 0;
-            const std::size_t len = utf8_sequence(s, i, cp);
-            if (len == 0) {
-                out += "\\x";
+        char32_t cp = c;
+        const std::size_t len = c >= 0x80 ? utf8_sequence(s, i, cp) : 1;
+        if (len == 0) {
+            out += style == Escape::json ? std::string_view("\\ufffd") : hex_prefix;
+            if (style == Escape::txt) {
                 append_hex2(out, c);
-                escaped = true;
-                ++i;
-            } else if (cp < 0xA0) {
-                out += "\\u00";
-                append_hex2(out, static_cast<unsigned>(cp));
-                escaped = true;
-                i += len;
-            } else {
-                out.append(s.substr(i, len));
-                i += len;
             }
+            escaped = true;
+            ++i;
             continue;
         }
-        switch (c) {
-            case '"':
-                out += "\\\"";
-                escaped = true;
-                break;
-            case '\\':
-                out += "\\\\";
-                escaped = true;
-                break;
-            case '\n':
-                out += "\\n";
-                escaped = true;
-                break;
-            case '\r':
-                out += "\\r";
-                escaped = true;
-                break;
-            case '\t':
-                out += "\\t";
-                escaped = true;
-                break;
-            default:
-                if (c < 0x20 || c == 0x7F) {
-                    out += "\\x";
-                    append_hex2(out, c);
-                    escaped = true;
-                } else {
-                    out += static_cast<char>(c);
-                }
+        if (const auto e = short_escape(c); c < 0x80 && !e.empty()) {
+            out += e;
+            escaped = true;
+        } else if (cp >= 0x80 && cp < 0xA0) {
+            out += "\\u00";
+            append_hex2(out, static_cast<unsigned>(cp));
+            escaped = true;
+        } else if (cp < 0x20 || cp == 0x7F) {
+            out += hex_prefix;
+            append_hex2(out, static_cast<unsigned>(cp));
+            escaped = true;
+        } else {
+            out.append(s.substr(i, len));
         }
-        ++i;
+        i += len;
     }
     return escaped;
+}
+
+// JSON string (RFC 8259 §7), quoted.
+void append_json_string(std::string& out, std::string_view s) {
+    out += '"';
+    append_escaped(out, s, Escape::json);
+    out += '"';
+}
+
+bool append_txt_escaped(std::string& out, std::string_view s) {
+    return append_escaped(out, s, Escape::txt);
 }
 
 // key=value, or key="va lue" when the value is empty or holds a space, '=', or anything that
@@ -272,44 +213,31 @@ void append_timestamp(std::string& out, std::chrono::system_clock::time_point tp
     }
 }
 
+// json: {"ts":"…","level":"…","msg":"…","key":"value",…}; txt: `ts level msg key=value …`.
 void format_line(std::string& out, const spdlog::details::log_msg& msg, LogFormat format,
                  const std::vector<Field>* fields) {
+    const bool json = format == LogFormat::json;
     const std::string_view text(msg.payload.data(), msg.payload.size());
-    if (format == LogFormat::json) {
-        out += "{\"ts\":\"";
-        append_timestamp(out, msg.time);
-        out += "\",\"level\":\"";
-        out += level_name(msg.level);
-        out += "\",\"msg\":";
-        append_json_string(out, text);
-        if (fields != nullptr) {
-            for (const Field& f : *fields) {
-                out += ',';
-                append_json_string(out, f.key);
-                out += ':';
-                if (f.number) {
-                    out += f.value;
-                } else {
-                    append_json_string(out, f.value);
-                }
-            }
-        }
-        out += '}';
-        return;
-    }
+    out += json ? R"({"ts":")" : "";
     append_timestamp(out, msg.time);
-    out += ' ';
+    out += json ? R"(","level":")" : " ";
     out += level_name(msg.level);
-    out += ' ';
-    append_txt_escaped(out, text);
-    if (fields != nullptr) {
-        for (const Field& f : *fields) {
-            out += ' ';
-            append_txt_escaped(out, f.key);
-            out += '=';
+    out += json ? R"(","msg":)" : " ";
+    json ? append_json_string(out, text) : void(append_txt_escaped(out, text));
+    static const std::vector<Field> none;
+    for (const Field& f : fields != nullptr ? *fields : none) {
+        out += json ? ',' : ' ';
+        json ? append_json_string(out, f.key) : void(append_txt_escaped(out, f.key));
+        out += json ? ':' : '=';
+        if (!json) {
             append_txt_value(out, f.value);
+        } else if (f.number) {
+            out += f.value;
+        } else {
+            append_json_string(out, f.value);
         }
     }
+    out += json ? "}" : "";
 }
 
 // Renders lines itself (any formatter set on it is ignored) and writes each with one fwrite

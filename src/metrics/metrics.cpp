@@ -173,12 +173,20 @@ void forget_entry(Map& map, const Key& key) {
 
 constexpr std::size_t outcome_count = static_cast<std::size_t>(Outcome::shutdown) + 1;
 
-class RouteHandle final : public RouteMetrics {
+// What every handle holds: the core it registers with, and its key in the core's map.
+template <class Key>
+struct HandleBase {
+    HandleBase(std::shared_ptr<Core> core, Key key)
+        : core_(std::move(core)), key_(std::move(key)) {}
+    std::shared_ptr<Core> core_;
+    Key key_;
+};
+
+class RouteHandle final : public RouteMetrics, private HandleBase<Core::RouteKey> {
 public:
     // Called with core->mu_ held.
     RouteHandle(std::shared_ptr<Core> core, Core::RouteKey key)
-        : core_(std::move(core)),
-          key_(std::move(key)),
+        : HandleBase(std::move(core), std::move(key)),
           connections_(core_->acquire(core_->route_connections_, labels())),
           active_(core_->acquire(core_->route_active_, labels())),
           to_upstream_(core_->acquire(core_->route_bytes_, direction_labels("to_upstream"))),
@@ -280,8 +288,6 @@ private:
         return l;
     }
 
-    std::shared_ptr<Core> core_;
-    Core::RouteKey key_;
     Counter& connections_;
     Gauge& active_;
     Counter& to_upstream_;
@@ -292,12 +298,11 @@ private:
     std::atomic<std::uint64_t> pending_sum_ns_{0};
 };
 
-class ListenerHandle final : public ListenerMetrics {
+class ListenerHandle final : public ListenerMetrics, private HandleBase<Core::ListenerKey> {
 public:
     // Called with core->mu_ held.
     ListenerHandle(std::shared_ptr<Core> core, Core::ListenerKey key)
-        : core_(std::move(core)),
-          key_(std::move(key)),
+        : HandleBase(std::move(core), std::move(key)),
           active_(core_->acquire(core_->active_, labels())),
           maxclients_(core_->acquire(core_->maxclients_, labels())) {}
 
@@ -318,11 +323,24 @@ public:
 private:
     Labels labels() const { return {{"name", key_.first}, {"listen", key_.second}}; }
 
-    std::shared_ptr<Core> core_;
-    Core::ListenerKey key_;
     Gauge& active_;
     Gauge& maxclients_;
 };
+
+// The live handle of `key` in `handles`, or a new one (Handle's constructor takes the core and
+// the key) when none lives: while any holder lives, the same labels give the same handle.
+template <class Handle, class Key, class Base>
+std::shared_ptr<Base> shared_handle(const std::shared_ptr<Core>& core,
+                                    std::map<Key, std::weak_ptr<Base>>& handles, Key key) {
+    const std::lock_guard lock(core->mu_);
+    auto& slot = handles[key];
+    if (auto live = slot.lock()) {
+        return live;
+    }
+    auto handle = std::make_shared<Handle>(core, std::move(key));
+    slot = handle;
+    return handle;
+}
 
 class MetricsImpl final : public Metrics {
 public:
@@ -330,27 +348,14 @@ public:
 
     RouteMetricsPtr route(std::string_view server, std::string_view route,
                           std::string_view upstream) override {
-        Core::RouteKey key{std::string(server), std::string(route), std::string(upstream)};
-        const std::lock_guard lock(core_->mu_);
-        auto& slot = core_->routes_[key];
-        if (auto live = slot.lock()) {
-            return live;
-        }
-        auto handle = std::make_shared<RouteHandle>(core_, std::move(key));
-        slot = handle;
-        return handle;
+        return shared_handle<RouteHandle>(
+            core_, core_->routes_,
+            Core::RouteKey{std::string(server), std::string(route), std::string(upstream)});
     }
 
     ListenerMetricsPtr listener(std::string_view server, std::string_view listen) override {
-        Core::ListenerKey key{std::string(server), std::string(listen)};
-        const std::lock_guard lock(core_->mu_);
-        auto& slot = core_->listeners_[key];
-        if (auto live = slot.lock()) {
-            return live;
-        }
-        auto handle = std::make_shared<ListenerHandle>(core_, std::move(key));
-        slot = handle;
-        return handle;
+        return shared_handle<ListenerHandle>(
+            core_, core_->listeners_, Core::ListenerKey{std::string(server), std::string(listen)});
     }
 
     void maxclients_rejected(std::string_view server) override {

@@ -1,5 +1,6 @@
 #include "process.hpp"
 
+#include <array>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
@@ -76,14 +77,21 @@ std::optional<Stat> parse_stat(std::string_view line) {
     if (close == std::string_view::npos) {
         return std::nullopt;
     }
-    // Fields after the command name, 0-based from field 3 (state) of proc(5).
-    constexpr std::size_t utime = 14 - 3, stime = 15 - 3, starttime = 22 - 3, vsize = 23 - 3,
-                          rss = 24 - 3;
+    // Fields after the command name, 0-based from field 3 (state) of proc(5), and where each
+    // goes, in field order.
+    using Field = bool (*)(std::string_view, Stat&);
+    static constexpr std::array<std::pair<std::size_t, Field>, 5> wanted{{
+        {14 - 3, [](std::string_view f, Stat& st) { return parse_number(f, st.utime_ticks); }},
+        {15 - 3, [](std::string_view f, Stat& st) { return parse_number(f, st.stime_ticks); }},
+        {22 - 3, [](std::string_view f, Stat& st) { return parse_number(f, st.start_ticks); }},
+        {23 - 3, [](std::string_view f, Stat& st) { return parse_number(f, st.vsize_bytes); }},
+        {24 - 3, [](std::string_view f, Stat& st) { return parse_number(f, st.rss_pages); }},
+    }};
     Stat st;
     std::size_t index = 0;
     std::size_t found = 0;
     std::string_view rest = line.substr(close + 1);
-    while (!rest.empty() && index <= rss) {
+    while (!rest.empty() && found < wanted.size()) {
         const auto start = rest.find_first_not_of(" \n");
         if (start == std::string_view::npos) {
             break;
@@ -92,33 +100,11 @@ std::optional<Stat> parse_stat(std::string_view line) {
         const auto stop = rest.find_first_of(" \n");
         const auto field = rest.substr(0, stop);
         rest.remove_prefix(stop == std::string_view::npos ? rest.size() : stop);
-        bool ok = true;
-        switch (index) {
-            case utime:
-                ok = parse_number(field, st.utime_ticks);
-                ++found;
-                break;
-            case stime:
-                ok = parse_number(field, st.stime_ticks);
-                ++found;
-                break;
-            case starttime:
-                ok = parse_number(field, st.start_ticks);
-                ++found;
-                break;
-            case vsize:
-                ok = parse_number(field, st.vsize_bytes);
-                ++found;
-                break;
-            case rss:
-                ok = parse_number(field, st.rss_pages);
-                ++found;
-                break;
-            default:
-                break;
-        }
-        if (!ok) {
-            return std::nullopt;
+        if (index == wanted[found].first) {
+            if (!wanted[found].second(field, st)) {
+                return std::nullopt;
+            }
+            ++found;
         }
         ++index;
     }

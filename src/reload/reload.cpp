@@ -71,19 +71,10 @@ Result<std::string> read_file(const std::string& path) {
 }  // namespace
 
 std::string_view to_string(Trigger t) noexcept {
-    switch (t) {
-        case Trigger::inotify:
-            return "inotify";
-        case Trigger::settled:
-            return "inotify-settled";
-        case Trigger::poll:
-            return "poll";
-        case Trigger::signal:
-            return "SIGHUP";
-        case Trigger::admin:
-            return "admin";
-    }
-    return "unknown";
+    // In the order of the enumeration.
+    static constexpr std::array<std::string_view, 5> names{"inotify", "inotify-settled", "poll",
+                                                           "SIGHUP", "admin"};
+    return enum_name(names, t, "unknown");
 }
 
 void throw_exception_from_error(const LoadFailure& f, const boost::source_location& /*where*/) {

@@ -269,50 +269,7 @@ private:
     void run(std::uint8_t i) {
         Direction& d = dirs_[i];
         std::size_t moved = 0;
-        for (;;) {
-            if (d.in_flight() == 0) {
-                if (moved >= wakeup_budget) {
-                    // Bytes may still be waiting, and no new edge need come for them: come
-                    // back after the other handlers on this worker instead of waiting.
-                    release(d);
-                    yield(i);
-                    break;
-                }
-                const auto r = d.after != Io::ok ? std::exchange(d.after, Io::ok) : fill(d);
-                if (r == Io::again) {
-                    release(d);
-                    wait(i, false);
-                    break;
-                }
-                if (r == Io::eof) {
-                    // SPEC §4.6: pass the FIN on as a half-close; the other direction goes on.
-                    // When every other direction is done the tunnel ends now, and closing
-                    // the sockets sends that FIN: no shutdown call.
-                    release(d);
-                    d.done = true;
-                    if (!all_done()) {
-                        boost::system::error_code ignored;
-                        d.to->shutdown(tcp::socket::shutdown_send, ignored);
-                    }
-                    break;
-                }
-                if (r != Io::ok) {
-                    fail(d, d.from_client);
-                    break;
-                }
-            }
-            const auto w = drain(d);
-            if (w.status == Io::ok) {
-                *d.count += w.bytes;
-                moved += w.bytes;
-                continue;
-            }
-            if (w.status == Io::again) {
-                wait(i, true);
-                break;
-            }
-            fail(d, !d.from_client);
-            break;
+        while ((d.in_flight() != 0 || refill(i, d, moved)) && write_out(i, d, moved)) {
         }
         if (moved != 0) {
             counters_.last_activity = runtime::Clock::now();
@@ -326,6 +283,52 @@ private:
                 d.to->set_option(runtime::QuickAck(true), ignored);  // sends a pending ACK
             }
         }
+    }
+
+    // Reads into direction i while nothing is in flight. False when the direction stops for
+    // now: it waits, yields to the worker's other handlers, or ended.
+    bool refill(std::uint8_t i, Direction& d, std::size_t moved) {
+        if (moved >= wakeup_budget) {
+            // Bytes may still be waiting, and no new edge need come for them: come back after
+            // the other handlers on this worker instead of waiting.
+            release(d);
+            yield(i);
+            return false;
+        }
+        const auto r = d.after != Io::ok ? std::exchange(d.after, Io::ok) : fill(d);
+        if (r == Io::again) {
+            release(d);
+            wait(i, false);
+        } else if (r == Io::eof) {
+            // SPEC §4.6: pass the FIN on as a half-close; the other direction goes on. When
+            // every other direction is done the tunnel ends now, and closing the sockets
+            // sends that FIN: no shutdown call.
+            release(d);
+            d.done = true;
+            if (!all_done()) {
+                boost::system::error_code ignored;
+                d.to->shutdown(tcp::socket::shutdown_send, ignored);
+            }
+        } else if (r != Io::ok) {
+            fail(d, d.from_client);
+        }
+        return r == Io::ok;
+    }
+
+    // Writes what is in flight; false when the direction waits for its sink or failed.
+    bool write_out(std::uint8_t i, Direction& d, std::size_t& moved) {
+        const auto w = drain(d);
+        if (w.status == Io::ok) {
+            *d.count += w.bytes;
+            moved += w.bytes;
+            return true;
+        }
+        if (w.status == Io::again) {
+            wait(i, true);
+        } else {
+            fail(d, !d.from_client);
+        }
+        return false;
     }
 
     // Reads what `from` has into the pipe (or chunk). ok, again, eof or error.
