@@ -225,7 +225,7 @@ public:
 
 private:
     static std::uint8_t tag_of(std::uint8_t dir, bool write) noexcept {
-        return static_cast<std::uint8_t>((dir << 1U) | (write ? 1U : 0U));
+        return static_cast<std::uint8_t>((static_cast<unsigned>(dir) << 1U) | (write ? 1U : 0U));
     }
 
     // Called once, with no wait pending: frees the relay, then tells the observer (which may
