@@ -22,6 +22,8 @@
 
 #include <tpt/connect_head.hpp>
 
+#include "parsegrind.hpp"
+
 namespace {
 
 using tpt::connect_head::build_request;
@@ -97,19 +99,10 @@ Answer one_shot(std::string_view in, std::size_t limit = 16 * 1024) {
     return feed_pieces({in}, limit);
 }
 
-// Beast's parsegrind idea: every two-way split and a byte-at-a-time feed give the one-shot
-// answer.
 void expect_split_invariant(std::string_view in, std::size_t limit = 16 * 1024) {
-    const Answer whole = one_shot(in, limit);
-    for (std::size_t i = 0; i <= in.size(); ++i) {
-        SCOPED_TRACE("split at " + std::to_string(i));
-        ASSERT_EQ(feed_pieces({in.substr(0, i), in.substr(i)}, limit), whole);
-    }
-    std::vector<std::string_view> singles;
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        singles.push_back(in.substr(i, 1));
-    }
-    ASSERT_EQ(feed_pieces(singles, limit), whole) << "byte at a time";
+    tpt::test::expect_split_invariant(in, [limit](const std::vector<std::string_view>& pieces) {
+        return feed_pieces(pieces, limit);
+    });
 }
 
 // The answer of a parser that has no head: only its status.
