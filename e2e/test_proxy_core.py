@@ -27,7 +27,7 @@ from tls_peers import (Pki, TcpServer, TlsServer, client_hello, echo_handler, re
 
 HELLO_DIR = REPO_ROOT / "tests" / "data" / "hello"
 ACCESS_FIELDS = ("server", "listen", "client", "sni", "route", "upstream", "connect_target",
-                 "bytes_to_upstream", "bytes_to_client", "duration_ms", "result")
+                 "original_dst", "bytes_to_upstream", "bytes_to_client", "duration_ms", "result")
 CLOSE_WITHIN = 3.0  # "closed at once": generous for a loaded CI machine, far below any timeout
 LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

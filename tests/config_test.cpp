@@ -158,7 +158,11 @@ servers:
     EXPECT_TRUE(via->is_direct());
     EXPECT_FALSE(via->target.has_value());
     EXPECT_FALSE(via->use_sni_as_target);
-    EXPECT_EQ(via->target_port, 443);
+    EXPECT_FALSE(via->target_port.has_value());
+    // SPEC §12, §11: 443 for TLS, 80 for HTTP, the original port when transparent.
+    EXPECT_EQ(via->port_for(false, std::nullopt), 443);
+    EXPECT_EQ(via->port_for(true, std::nullopt), 80);
+    EXPECT_EQ(via->port_for(true, std::uint16_t{8080}), 8080);
     EXPECT_EQ(via->connect_timeout, 30s);
     EXPECT_EQ(via->stats_interval, 0s);
     EXPECT_TRUE(via->headers.empty());
@@ -676,7 +680,7 @@ TEST(ConfigErrors, DuplicateSniKeyAfterLowerCasingNamesBoth) {
 
 TEST(ConfigErrors, InvalidWildcards) {
     for (const std::string key :
-         {"*", "a.*.b", "*x.org", "**.x", "*.", "*.*.x", "x.*", "*.a..b", "a*.org"}) {
+         {"a.*.b", "*x.org", "**.x", "*.", "*.*.x", "x.*", "*.a..b", "a*.org"}) {
         SCOPED_TRACE(key);
         expect_one_error(
             "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    tls: true\n    sni:\n"
@@ -1100,6 +1104,118 @@ TEST(ConfigJson, ReloadingTheSameTextGivesAnEqualConfig) {
     const std::string text = read_fixture("seed-extended.yaml");
     EXPECT_EQ(load_ok(text, default_vars, "a.yaml"), load_ok(text, default_vars, "b.yaml"));
     EXPECT_NE(load_ok(text), load_ok(read_fixture("seed-plain.yaml")));
+}
+
+// SPEC §11, §12: transparent, http, accept_connect, sni_must_match, `original`, "*"
+
+constexpr std::string_view egress_example = R"(
+servers:
+  egress:
+    listen: ["127.0.0.1:15001", "[::1]:15001"]
+    transparent: true
+    tls: true
+    http: true
+    via: { use_sni_as_target: true }
+    default: corp_proxy
+    sni:
+      "*.corp.example": { upstream: original, via: {} }
+      "*": corp_proxy
+  explicit:
+    listen: ["127.0.0.1:3128"]
+    accept_connect: true
+    sni_must_match: true
+    default: original
+    sni:
+      "*.internal": corp_proxy
+upstream:
+  corp_proxy: "tcp://proxy.internal:3128"
+)";
+
+TEST(ConfigCapture, SpecExamplesLoadWithTheirModes) {
+    const Config c = load_ok(egress_example);
+    EXPECT_TRUE(c.warnings.empty()) << joined(c.warnings);
+    const auto& egress = server(c, "egress");
+    EXPECT_TRUE(egress.transparent);
+    EXPECT_TRUE(egress.tls);
+    EXPECT_TRUE(egress.http);
+    EXPECT_FALSE(egress.accept_connect);
+    EXPECT_EQ(route(egress, "*.corp.example").upstream, "original");
+    EXPECT_TRUE(route(egress, "*").wildcard);
+    EXPECT_FALSE(egress.via->target_port.has_value());  // the original port, per connection
+    const auto& proxy = server(c, "explicit");
+    EXPECT_TRUE(proxy.accept_connect);
+    EXPECT_TRUE(proxy.sni_must_match);
+    EXPECT_EQ(proxy.default_upstream, "original");
+}
+
+TEST(ConfigCapture, TargetPortOriginalOnlyInATransparentServer) {
+    const Config c = load_ok(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    transparent: true\n"
+        "    via: {use_sni_as_target: true, target_port: original}\n    default: u\n"
+        "upstream: {u: \"tcp://p:3128\"}\n");
+    EXPECT_FALSE(server(c, "s").via->target_port.has_value());
+    expect_one_error(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    tls: true\n"
+        "    via: {use_sni_as_target: true, target_port: original}\n    default: u\n"
+        "upstream: {u: \"tcp://p:3128\"}\n",
+        "servers.s.via.target_port", 5, "needs a transparent server");
+}
+
+TEST(ConfigCapture, OriginalNeedsATransparentOrConnectServer) {
+    expect_one_error(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    tls: true\n    sni:\n"
+        "      a.example: original\n",
+        "servers.s.sni.\"a.example\"", 6, "needs a transparent server or one that accepts CONNECT");
+    expect_one_error("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    default: original\n",
+                     "servers.s.default", 4, "transparent");
+}
+
+TEST(ConfigCapture, OriginalIsABuiltInName) {
+    expect_one_error(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    default: echo\n"
+        "upstream:\n  original: \"tcp://a:1\"\n",
+        "upstream.original", 6, "built-in upstream (ban, echo, health, original)");
+}
+
+TEST(ConfigCapture, AcceptConnectIsExclusiveWithTheOtherModes) {
+    for (const std::string mode : {"tls", "http", "transparent"}) {
+        SCOPED_TRACE(mode);
+        expect_one_error("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    accept_connect: true\n"
+                         "    " +
+                             mode + ": true\n",
+                         "servers.s.accept_connect", 4, "cannot be combined");
+    }
+}
+
+TEST(ConfigCapture, SniMustMatchWithoutAHostOrConnectWarns) {
+    const Config c = load_ok(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    tls: true\n    sni_must_match: true\n");
+    EXPECT_TRUE(has_error(c.warnings, "servers.s.sni_must_match", 5, "has no effect"));
+    const Config quiet = load_ok(
+        "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    http: true\n    sni_must_match: true\n");
+    EXPECT_TRUE(quiet.warnings.empty()) << joined(quiet.warnings);
+}
+
+TEST(ConfigCapture, SniRoutesOnAnHttpOrConnectServerAreNotIgnored) {
+    for (const std::string mode : {"http", "accept_connect"}) {
+        SCOPED_TRACE(mode);
+        const Config c = load_ok("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    " + mode +
+                                 ": true\n    sni:\n      a.example: echo\n");
+        EXPECT_TRUE(c.warnings.empty()) << joined(c.warnings);
+    }
+}
+
+TEST(ConfigJson, ShowsTheCaptureAndProxyKeys) {
+    const Config c = load_ok(egress_example);
+    const auto root = boost::json::parse(config::to_json(c)).as_object();
+    const auto& egress = root.at("servers").at("egress").as_object();
+    EXPECT_TRUE(egress.at("transparent").as_bool());
+    EXPECT_TRUE(egress.at("http").as_bool());
+    EXPECT_FALSE(egress.at("accept_connect").as_bool());
+    EXPECT_TRUE(egress.at("via").at("target_port").is_null());
+    const auto& proxy = root.at("servers").at("explicit").as_object();
+    EXPECT_TRUE(proxy.at("accept_connect").as_bool());
+    EXPECT_TRUE(proxy.at("sni_must_match").as_bool());
 }
 
 }  // namespace

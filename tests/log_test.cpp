@@ -257,7 +257,7 @@ TEST_F(Log, AccessTxtLineHasEverySpecField) {
     EXPECT_EQ(line.substr(line.find(' ') + 1),
               "info access server=proxy listen=0.0.0.0:8443 client=127.0.0.1:40000 "
               "sni=a.example.com route=*.example.com upstream=corp_proxy "
-              "connect_target=a.example.com:443 bytes_to_upstream=517 "
+              "connect_target=a.example.com:443 original_dst=\"\" bytes_to_upstream=517 "
               "bytes_to_client=18446744073709551615 duration_ms=1234 result=ok");
 }
 
@@ -283,7 +283,8 @@ TEST_F(Log, AccessJsonHasNumbersForBytesAndDuration) {
     }
     EXPECT_EQ(keys,
               (std::vector<std::string>{"ts", "level", "msg", "server", "listen", "client", "sni",
-                                        "route", "upstream", "connect_target", "bytes_to_upstream",
+                                        "route", "upstream", "connect_target", "original_dst",
+                                        "bytes_to_upstream",
                                         "bytes_to_client", "duration_ms", "result"}));
     EXPECT_EQ(o.at("level").as_string(), "info");
     EXPECT_EQ(o.at("msg").as_string(), "access");

@@ -164,6 +164,43 @@ TEST(RoutingTable, SniRoutesAreIgnoredWithoutTls) {
     ASSERT_EQ(t.routes().size(), 1U);
 }
 
+TEST(RoutingTable, StarMatchesEveryNameAfterTheWildcardsButNotNoName) {
+    const Config c = load(R"(
+servers:
+  egress:
+    listen: "127.0.0.1:1"
+    http: true
+    sni:
+      "*": star_up
+      "*.example.org": wild_up
+      www.example.org: exact_up
+    default: ban
+upstream:
+  exact_up: "tcp://10.0.0.1:443"
+  wild_up: "tcp://10.0.0.2:443"
+  star_up: "tcp://10.0.0.3:443"
+)");
+    const routing::Table t(server(c, "egress"), c);
+    EXPECT_EQ(t.match("www.example.org").upstream, "exact_up");
+    EXPECT_EQ(t.match("a.example.org").upstream, "wild_up");
+    EXPECT_EQ(t.match("example.org").upstream, "star_up");
+    EXPECT_EQ(t.match("other.net").upstream, "star_up");
+    EXPECT_EQ(t.match("localhost").upstream, "star_up");
+    EXPECT_EQ(t.match(std::nullopt).upstream, "ban");  // "*" is for names; no name: default
+    EXPECT_EQ(t.match("").upstream, "ban");
+}
+
+TEST(RoutingTable, HttpAndConnectServersRouteByName) {
+    for (const std::string mode : {"http", "accept_connect"}) {
+        SCOPED_TRACE(mode);
+        const Config c = load("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    " + mode +
+                              ": true\n    sni:\n      a.example: echo\n    default: ban\n");
+        const routing::Table t(server(c, "s"), c);
+        EXPECT_EQ(t.match("a.example").upstream, "echo");
+        EXPECT_EQ(t.match("b.example").upstream, "ban");
+    }
+}
+
 TEST(RoutingTable, RoutesAreInConfigOrderWithDefaultLast) {
     const Config c = load(routes_yaml);
     const routing::Table t(server(c, "edge"), c);

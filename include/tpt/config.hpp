@@ -63,19 +63,32 @@ inline constexpr Duration default_connect_timeout = std::chrono::seconds{30};
 struct Via {
     std::optional<address::HostPort> target;  // static CONNECT target, after env expansion
     bool use_sni_as_target = false;
-    std::uint16_t target_port = 443;
+    // The port of CONNECT {name}:{port} (use_sni_as_target): nullopt = the connection's
+    // default (SPEC §12): the original port in a transparent server (also what
+    // `target_port: original` says), else 80 for an HTTP connection, 443 for TLS.
+    std::optional<std::uint16_t> target_port;
     Duration connect_timeout = default_connect_timeout;  // TCP connect + CONNECT response
     Duration stats_interval = std::chrono::seconds{0};   // 0 = off
     std::vector<Header> headers;
 
     bool is_direct() const noexcept { return !target && !use_sni_as_target; }
+    // target_port or the default above; `original` is the transparent connection's port.
+    std::uint16_t port_for(bool http, std::optional<std::uint16_t> original) const noexcept {
+        if (target_port) {
+            return *target_port;
+        }
+        if (original) {
+            return *original;
+        }
+        return http ? 80 : 443;
+    }
 
     friend bool operator==(const Via&, const Via&) = default;
 };
 
 struct SniRoute {
     std::string key;      // as written in the config (the metrics' `route` label)
-    std::string pattern;  // lower-cased key; "*.example.org" for wildcards
+    std::string pattern;  // lower-cased key; "*.example.org" for wildcards; "*" matches all
     bool wildcard = false;
     std::string upstream;    // an upstream name or a built-in
     std::optional<Via> via;  // engaged = per-SNI override ({} = direct); else the server's
@@ -88,7 +101,11 @@ struct Server {
     std::vector<address::HostPort> listen;
     address::Family protocol = address::Family::any;
     bool tls = false;
-    std::vector<SniRoute> sni;  // in file order
+    bool http = false;            // SPEC §12: an HTTP/1.x request head, routed by its host
+    bool transparent = false;     // SPEC §11: redirected connections; SO_ORIGINAL_DST
+    bool accept_connect = false;  // SPEC §12: an explicit proxy answering CONNECT
+    bool sni_must_match = false;  // SPEC §12: a ClientHello must name the routed host
+    std::vector<SniRoute> sni;    // in file order; matched against the SNI or the host
     std::string default_upstream = "ban";
     std::uint32_t maxclients = 100;
     Duration client_hello_timeout = std::chrono::seconds{10};
@@ -111,6 +128,8 @@ struct Upstream {
 inline constexpr std::string_view builtin_ban = "ban";
 inline constexpr std::string_view builtin_echo = "echo";
 inline constexpr std::string_view builtin_health = "health";
+// SPEC §11/§12: the connection's original destination (transparent) or its CONNECT host:port.
+inline constexpr std::string_view builtin_original = "original";
 bool is_builtin(std::string_view upstream_name) noexcept;
 
 // One problem in a config file. line is 1-based, 0 when unknown.

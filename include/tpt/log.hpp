@@ -40,9 +40,11 @@ inline void debug(std::string_view msg, const Fields& f = {}) {
 }
 bool enabled(config::LogLevel level) noexcept;
 
-// SPEC §5: one line per finished tunnel (msg "access").
+// SPEC §5: one line per finished tunnel (msg "access"). `sni` is the name the route was
+// chosen by: the ClientHello's SNI, an HTTP Host or a CONNECT host (SPEC §12); original_dst
+// is a redirected connection's original destination (SPEC §11), empty otherwise.
 struct AccessRecord {
-    std::string server, listen, client, sni, route, upstream, connect_target;
+    std::string server, listen, client, sni, route, upstream, connect_target, original_dst;
     std::uint64_t bytes_to_upstream = 0, bytes_to_client = 0;
     std::uint64_t duration_ms = 0;
     std::string_view result;  // to_string(Outcome)

@@ -32,7 +32,14 @@ enum class Outcome : std::uint8_t {
     upstream_reset,        // the upstream reset or errored mid-tunnel
     shutdown,              // closed by the drain timeout at shutdown
     client_closed,         // the client closed before sending a byte (TLS listeners)
+    no_original_dst,       // SPEC §11: the route needs a redirected connection's destination
+    loop,                  // SPEC §11: the destination is one of tpt's own listen addresses
+    sni_mismatch,          // SPEC §12: the ClientHello names another host than the route's
+    bad_request,           // SPEC §12: not an HTTP request head (CONNECT listener: 400)
+    method_not_allowed,    // SPEC §12: a CONNECT listener got another method (405)
 };
+
+inline constexpr std::size_t outcome_count = static_cast<std::size_t>(Outcome::method_not_allowed) + 1;
 
 std::string_view to_string(Outcome o) noexcept;
 

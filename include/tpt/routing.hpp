@@ -1,4 +1,4 @@
-// routing: a server's SNI → route table (exact, then longest wildcard, then default). ◇
+// routing: a server's name → route table (exact, longest wildcard, "*", then default). ◇
 // Thread affinity: built on the control thread, then shared read-only by every worker.
 #pragma once
 
@@ -34,7 +34,9 @@ class Table {
 public:
     Table(const config::Server& server, const config::Config& config);
 
-    // sni: the validated, lower-cased host name from the ClientHello, or nullopt.
+    // sni: the validated, lower-cased name (the ClientHello's SNI, an HTTP Host, a CONNECT
+    // host), or nullopt. A name matches exactly, then the longest wildcard suffix, then "*";
+    // no name goes to default (SPEC §4.3, §11).
     // Cost: one hash lookup per label of sni, independent of the number of rules.
     const Route& match(std::optional<std::string_view> sni) const;
 
@@ -46,6 +48,7 @@ private:
     using Index = std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>>;
     Index exact_;     // lower-cased host -> index
     Index wildcard_;  // suffix after "*." -> index
+    std::optional<std::size_t> catch_all_;  // the "*" route: any name
 };
 
 // Which servers a reload changes, for logging its effect, compared by name (changed: any

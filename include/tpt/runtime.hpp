@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -75,6 +76,12 @@ void tune_listener(tcp::acceptor& acceptor, boost::system::error_code& ec);
 // getaddrinfo (every answer of the family, in its order). Blocking: control thread only.
 Result<std::vector<tcp::endpoint>> listen_endpoints(const address::HostPort& hp,
                                                     address::Family family);
+
+// SPEC §11: where a connection redirected by netfilter (REDIRECT) was going, from
+// SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST (IPv6). nullopt when it was not redirected:
+// no NAT entry, or its original destination is the listener itself (`local`).
+std::optional<tcp::endpoint> original_destination(tcp::socket& socket,
+                                                  const tcp::endpoint& local);
 
 // --- Fewer system calls than Asio's public API -------------------------------------------
 // Asio's reactor has no public way to say what tpt knows about its descriptors. The three

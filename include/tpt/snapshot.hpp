@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/ip/tcp.hpp>
+
 #include <tpt/admin.hpp>
 #include <tpt/config.hpp>
 #include <tpt/metrics.hpp>
@@ -45,6 +47,7 @@ struct Snapshot {
     std::string sha256;
     std::vector<ServerRuntime> servers;                             // parallel to config->servers
     std::unordered_map<std::string, std::size_t> server_by_listen;  // "host:port" -> index
+    std::vector<boost::asio::ip::tcp::endpoint> own_listen;         // every listen address
     admin::HandlersPtr admin_handlers;
     metrics::Metrics* metrics = nullptr;  // outlives every snapshot
 };
@@ -56,6 +59,10 @@ using SnapshotPtr = std::shared_ptr<const Snapshot>;
 SnapshotPtr build(std::shared_ptr<const config::Config> config, std::string sha256,
                   const Snapshot* previous, metrics::Metrics& metrics,
                   admin::HandlersPtr admin_handlers);
+
+// SPEC §11: whether connecting to `ep` would reach tpt itself: one of its listen addresses,
+// or the port of a wildcard listen address on a loopback address.
+bool is_own_listen(const Snapshot& snap, const boost::asio::ip::tcp::endpoint& ep);
 
 // One accepted connection, counted in: its server's active count (maxclients), the worker's
 // drain count and its listener's gauge; counted out by the destructor. Health-only servers

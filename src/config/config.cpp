@@ -46,7 +46,7 @@ std::optional<LogLevel> parse_log_level(std::string_view text) {
 
 bool is_builtin(std::string_view upstream_name) noexcept {
     return upstream_name == builtin_ban || upstream_name == builtin_echo ||
-           upstream_name == builtin_health;
+           upstream_name == builtin_health || upstream_name == builtin_original;
 }
 
 const Upstream* Config::find_upstream(std::string_view name) const noexcept {

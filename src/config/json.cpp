@@ -27,7 +27,8 @@ json::object via_json(const Via& v) {
     json::object o;
     o["target"] = address_json(v.target);
     o["use_sni_as_target"] = v.use_sni_as_target;
-    o["target_port"] = v.target_port;
+    // null: the connection's default (443 TLS, 80 HTTP, the original port when transparent).
+    o["target_port"] = v.target_port ? json::value(*v.target_port) : json::value(nullptr);
     o["connect_timeout"] = duration::format(v.connect_timeout);
     o["stats_interval"] = duration::format(v.stats_interval);
     // Header values are credentials (Proxy-Authorization); only the names are shown.
@@ -55,6 +56,10 @@ json::object server_json(const Server& s) {
     o["listen"] = std::move(listen);
     o["protocol"] = address::to_string(s.protocol);
     o["tls"] = s.tls;
+    o["http"] = s.http;
+    o["transparent"] = s.transparent;
+    o["accept_connect"] = s.accept_connect;
+    o["sni_must_match"] = s.sni_must_match;
     json::object sni;
     for (const auto& r : s.sni) {
         json::object route;

@@ -59,6 +59,11 @@ bool has_control_char(std::string_view s) {
     });
 }
 
+// The server reads a name to route by: an SNI, a Host or a CONNECT host (SPEC §4, §12).
+bool names_connections(const Server& s) {
+    return s.tls || s.http || s.accept_connect;
+}
+
 // Edit distance for "did you mean" hints; keys longer than this are not worth comparing.
 constexpr std::size_t max_hint_length = 40;
 
@@ -166,6 +171,7 @@ struct UpstreamRef {
     std::string name;
     std::string path;
     int line;
+    std::size_t server;  // index in config_.servers of the server that routes to it
 };
 
 struct ListenRef {
@@ -234,7 +240,13 @@ private:
     void server_setting(const Entry& f, Server& s);
     void protocol(const Entry& f, address::Family& out);
     void listen_addresses(const Entry& listen, Server& s);
-    std::optional<Via> via(const YAML::Node& node, const std::string& path, bool tls);
+    // A via of the server being read (server_).
+    std::optional<Via> via(const YAML::Node& node, const std::string& path);
+    bool target_port(const Entry& f, Via& v);
+    void refer(const std::string& name, const std::string& path, int line) {
+        upstream_refs_.push_back(UpstreamRef{name, path, line, config_.servers.size()});
+    }
+    void server_modes(const std::vector<Entry>& fields, const Server& s);
     bool via_target(const Entry& e, Via& v);
     bool headers(const Entry& e, std::vector<Header>& out);
     // lower-cased pattern -> (key as written, line), to name both keys of a duplicate
@@ -257,6 +269,7 @@ private:
     // again as an unknown name at each use.
     std::set<std::string, std::less<>> defined_upstreams_;
     std::vector<ListenRef> listen_refs_;
+    const Server* server_ = nullptr;  // the server being read
     std::optional<ListenRef> admin_listen_ref_;
 };
 
@@ -669,9 +682,10 @@ std::optional<address::HostPort> Loader::listen_address(const YAML::Node& node,
     return out;
 }
 
-constexpr std::array<std::string_view, 9> server_keys{
-    "listen",       "protocol", "tls", "sni", "default", "maxclients", "client_hello_timeout",
-    "idle_timeout", "via"};
+constexpr std::array<std::string_view, 13> server_keys{
+    "listen",         "protocol",       "tls",        "sni",          "default",
+    "maxclients",     "client_hello_timeout",         "idle_timeout", "via",
+    "http",           "transparent",    "accept_connect",             "sni_must_match"};
 
 void Loader::server(const Entry& e) {
     Server s;
@@ -685,6 +699,7 @@ void Loader::server(const Entry& e) {
         return;
     }
     const std::vector<Entry> fields = entries(e.value, e.path);
+    server_ = &s;
     const Entry* listen = nullptr;
     const Entry* sni_entry = nullptr;
     const Entry* via_entry = nullptr;
@@ -711,19 +726,44 @@ void Loader::server(const Entry& e) {
     } else {
         listen_addresses(*listen, s);
     }
+    server_modes(fields, s);
     if (via_entry != nullptr) {
-        s.via = via(via_entry->value, via_entry->path, s.tls);
+        s.via = via(via_entry->value, via_entry->path);
     }
     if (sni_entry != nullptr) {
         s.sni = sni(*sni_entry);
         // The Rust seed accepts `sni` without `tls: true` and ignores it; so do we (old
         // configs keep loading), but the routes can never match, which is worth a warning.
-        if (!s.tls && !s.sni.empty()) {
+        if (!names_connections(s) && !s.sni.empty()) {
             warn(sni_entry->path, line_of(sni_entry->key_node),
-                 "sni routes are ignored: this server does not have `tls: true`");
+                 "sni routes are ignored: this server reads no name (it has none of `tls: "
+                 "true`, `http: true`, `accept_connect: true`)");
         }
     }
+    server_ = nullptr;
     config_.servers.push_back(std::move(s));
+}
+
+// SPEC §11, §12: which modes go together. An explicit proxy reads CONNECT heads only; it
+// is not also a TLS, HTTP or transparent listener.
+void Loader::server_modes(const std::vector<Entry>& fields, const Server& s) {
+    const auto line_of_key = [&](std::string_view key) {
+        const auto it = std::find_if(fields.begin(), fields.end(),
+                                     [&](const Entry& f) { return f.key == key; });
+        return it == fields.end() ? 0 : line_of(it->key_node);
+    };
+    if (s.accept_connect && (s.tls || s.http || s.transparent)) {
+        error(yaml_child(yaml_child("servers", s.name), "accept_connect"),
+              line_of_key("accept_connect"),
+              "accept_connect makes an explicit proxy that reads CONNECT requests; it cannot be "
+              "combined with tls, http or transparent on the same server");
+    }
+    if (s.sni_must_match && !s.http && !s.accept_connect) {
+        warn(yaml_child(yaml_child("servers", s.name), "sni_must_match"),
+             line_of_key("sni_must_match"),
+             "sni_must_match has no effect without `http: true` or `accept_connect: true` (only "
+             "a Host header or a CONNECT host can disagree with an SNI)");
+    }
 }
 
 // A known, non-null server key other than listen, sni and via.
@@ -732,9 +772,17 @@ void Loader::server_setting(const Entry& f, Server& s) {
         protocol(f, s.protocol);
     } else if (f.key == "tls") {
         set_bool(f, s.tls);
+    } else if (f.key == "http") {
+        set_bool(f, s.http);
+    } else if (f.key == "transparent") {
+        set_bool(f, s.transparent);
+    } else if (f.key == "accept_connect") {
+        set_bool(f, s.accept_connect);
+    } else if (f.key == "sni_must_match") {
+        set_bool(f, s.sni_must_match);
     } else if (f.key == "default") {
         if (set_text(f, s.default_upstream, "an upstream name")) {
-            upstream_refs_.push_back(UpstreamRef{s.default_upstream, f.path, line_of(f.value)});
+            refer(s.default_upstream, f.path, line_of(f.value));
         }
     } else if (f.key == "maxclients") {
         set_integer(f, s.maxclients, 1, std::numeric_limits<std::uint32_t>::max(),
@@ -785,7 +833,7 @@ void Loader::listen_addresses(const Entry& listen, Server& s) {
 constexpr std::array<std::string_view, 6> via_keys{
     "target", "use_sni_as_target", "target_port", "connect_timeout", "stats_interval", "headers"};
 
-std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path, bool tls) {
+std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path) {
     if (!node.IsMap()) {
         error(path, node, "expected a map (target, headers, ...)");
         return std::nullopt;
@@ -807,9 +855,7 @@ std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path, 
             ok = set_bool(f, v.use_sni_as_target) && ok;
             use_sni = &f;
         } else if (f.key == "target_port") {
-            ok = set_integer(f, v.target_port, 1, 65535,
-                             "target_port must be between 1 and 65535") &&
-                 ok;
+            ok = target_port(f, v) && ok;
         } else if (f.key == "connect_timeout") {
             ok = set_duration(f, v.connect_timeout, false) && ok;
         } else if (f.key == "stats_interval") {
@@ -822,15 +868,35 @@ std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path, 
     if (target != nullptr) {
         ok = via_target(*target, v) && ok;
     }
-    if (use_sni != nullptr && v.use_sni_as_target && !tls) {
+    if (use_sni != nullptr && v.use_sni_as_target && !names_connections(*server_) &&
+        !server_->transparent) {
         warn(use_sni->path, line_of(use_sni->value),
-             "use_sni_as_target on a server without `tls: true`: there is never an SNI, so "
-             "these connections are closed");
+             "use_sni_as_target on a server that reads no name (none of `tls: true`, `http: "
+             "true`, `accept_connect: true`) and is not transparent: these connections are "
+             "closed");
     }
     if (!ok) {
         return std::nullopt;
     }
     return v;
+}
+
+// 1..65535, or `original` (the redirected connection's port) in a transparent server.
+bool Loader::target_port(const Entry& f, Via& v) {
+    if (f.value.IsScalar() && f.value.Scalar() == "original") {
+        if (server_->transparent) {
+            return true;  // the default there
+        }
+        error(f.path, f.value,
+              "target_port: original needs a transparent server (`transparent: true`)");
+        return false;
+    }
+    std::uint16_t port = 0;
+    if (!set_integer(f, port, 1, 65535, "target_port must be between 1 and 65535 or original")) {
+        return false;
+    }
+    v.target_port = port;
+    return true;
 }
 
 bool Loader::via_target(const Entry& e, Via& v) {
@@ -851,9 +917,9 @@ bool Loader::via_target(const Entry& e, Via& v) {
     // target_port (default 443) and a warning says so.
     const bool bracketed_only = t->front() == '[' && t->back() == ']';
     if (t->find(':') == std::string::npos || bracketed_only) {
-        *t += ':' + std::to_string(v.target_port);
-        warn(e.path, line_of(e.value),
-             "target has no port; using target_port " + std::to_string(v.target_port));
+        const auto port = std::to_string(v.target_port.value_or(443));
+        *t += ':' + port;
+        warn(e.path, line_of(e.value), "target has no port; using target_port " + port);
     }
     auto hp = address::parse_host_port(*t);
     if (!hp) {
@@ -922,7 +988,9 @@ bool Loader::sni_key(const Entry& r, SniRoute& route, SniKeys& seen) {
     route.key = r.key;
     route.pattern = hostname::to_lower(r.key);
     const std::string& p = route.pattern;
-    if (p.starts_with("*.")) {
+    if (p == "*") {
+        route.wildcard = true;  // SPEC §11: every name, after every other pattern
+    } else if (p.starts_with("*.")) {
         route.wildcard = true;
         const std::string_view suffix = std::string_view{p}.substr(2);
         if (suffix.find('*') != std::string_view::npos || !hostname::is_valid(suffix)) {
@@ -960,7 +1028,7 @@ bool Loader::sni_key(const Entry& r, SniRoute& route, SniKeys& seen) {
 bool Loader::sni_value(const Entry& r, SniRoute& route) {
     if (r.value.IsScalar()) {
         route.upstream = r.value.Scalar();
-        upstream_refs_.push_back(UpstreamRef{route.upstream, r.path, line_of(r.value)});
+        refer(route.upstream, r.path, line_of(r.value));
         return true;
     }
     if (!r.value.IsMap()) {
@@ -980,10 +1048,10 @@ bool Loader::sni_value(const Entry& r, SniRoute& route) {
             have_upstream = set_text(f, route.upstream, "an upstream name");
             ok = ok && have_upstream;
             if (have_upstream) {
-                upstream_refs_.push_back(UpstreamRef{route.upstream, f.path, line_of(f.value)});
+                refer(route.upstream, f.path, line_of(f.value));
             }
         } else {
-            route.via = via(f.value, f.path, true);
+            route.via = via(f.value, f.path);
             ok = ok && route.via.has_value();
         }
     }
@@ -1005,7 +1073,7 @@ void Loader::upstreams(const Entry& e) {
         if (is_builtin(u.key)) {
             error(u.path, u.key_node,
                   "\"" + u.key +
-                      "\" is a built-in upstream (ban, echo, health) and cannot "
+                      "\" is a built-in upstream (ban, echo, health, original) and cannot "
                       "be redefined");
             continue;
         }
@@ -1030,7 +1098,16 @@ void Loader::cross_checks() {
         if (!is_builtin(ref.name) && !defined_upstreams_.contains(ref.name)) {
             error(ref.path, ref.line,
                   "unknown upstream \"" + printable(ref.name) +
-                      "\": not in `upstream:` and not a built-in (ban, echo, health)");
+                      "\": not in `upstream:` and not a built-in (ban, echo, health, original)");
+        }
+        const bool read = ref.server < config_.servers.size();
+        const Server* server = read ? &config_.servers[ref.server] : nullptr;
+        if (ref.name == builtin_original && server != nullptr && !server->transparent &&
+            !server->accept_connect) {
+            error(ref.path, ref.line,
+                  "upstream `original` connects to where a connection was going: it needs a "
+                  "transparent server or one that accepts CONNECT (`transparent: true` or "
+                  "`accept_connect: true`)");
         }
     }
     for (const auto& u : config_.upstreams) {

@@ -333,6 +333,7 @@ void access(const AccessRecord& r) {
         {"route", r.route},
         {"upstream", r.upstream},
         {"connect_target", r.connect_target},
+        {"original_dst", r.original_dst},
         {"bytes_to_upstream", up, true},
         {"bytes_to_client", down, true},
         {"duration_ms", ms, true},

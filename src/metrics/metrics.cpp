@@ -171,8 +171,6 @@ void forget_entry(Map& map, const Key& key) {
     }
 }
 
-constexpr std::size_t outcome_count = static_cast<std::size_t>(Outcome::shutdown) + 1;
-
 // What every handle holds: the core it registers with, and its key in the core's map.
 template <class Key>
 struct HandleBase {

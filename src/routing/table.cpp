@@ -23,9 +23,9 @@ const config::Upstream* target_of(std::string_view upstream, const config::Confi
 }  // namespace
 
 Table::Table(const config::Server& server, const config::Config& config) {
-    // Without `tls: true` no ClientHello is read, so there is never an SNI to match: the
-    // sni routes are not part of the table at all (config warns about them at load).
-    if (server.tls) {
+    // A server that reads no name (no ClientHello, no HTTP head, no CONNECT) never has one to
+    // match: the sni routes are not part of the table at all (config warns about them).
+    if (server.tls || server.http || server.accept_connect) {
         routes_.reserve(server.sni.size() + 1);
         exact_.reserve(server.sni.size());
         for (const auto& r : server.sni) {
@@ -34,7 +34,9 @@ Table::Table(const config::Server& server, const config::Config& config) {
                                     target_of(r.upstream, config)});
             // config::load() rejects duplicate patterns, so emplace never finds one; a
             // hand-built Config with duplicates keeps the first, as the file order says.
-            if (r.wildcard) {
+            if (r.pattern == "*") {
+                catch_all_ = catch_all_.value_or(index);
+            } else if (r.wildcard) {
                 assert(r.pattern.starts_with("*."));
                 wildcard_.emplace(r.pattern.substr(2), index);
             } else {
@@ -50,12 +52,13 @@ const Route& Table::match(std::optional<std::string_view> sni) const {
     if (!sni || sni->empty()) {
         return default_route();
     }
+    const Route& fallback = catch_all_ ? routes_[*catch_all_] : default_route();
     const std::string_view name = *sni;
     if (const auto it = exact_.find(name); it != exact_.end()) {
         return routes_[it->second];
     }
     if (wildcard_.empty()) {
-        return default_route();
+        return fallback;
     }
     // "*.example.org" is stored as "example.org" and matches any name with at least one
     // label before it. Walking the dots left to right tries the longest suffix first, so
@@ -67,7 +70,7 @@ const Route& Table::match(std::optional<std::string_view> sni) const {
             return routes_[it->second];
         }
     }
-    return default_route();
+    return fallback;
 }
 
 }  // namespace tpt::routing

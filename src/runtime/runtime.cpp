@@ -64,6 +64,25 @@ void tune_listener(tcp::acceptor& acceptor, boost::system::error_code& ec) {
     }
 }
 
+std::optional<tcp::endpoint> original_destination(tcp::socket& socket,
+                                                  const tcp::endpoint& local) {
+    // <linux/netfilter_ipv4.h> SO_ORIGINAL_DST and <linux/netfilter_ipv6/ip6_tables.h>
+    // IP6T_SO_ORIGINAL_DST (both 80), without the kernel headers' clashes with netinet/in.h.
+    constexpr int original_dst = 80;
+    tcp::endpoint out;
+    auto len = static_cast<socklen_t>(out.capacity());
+    const bool v6 = local.address().is_v6();
+    if (::getsockopt(socket.native_handle(), v6 ? SOL_IPV6 : SOL_IP, original_dst, out.data(),
+                     &len) != 0) {
+        return std::nullopt;
+    }
+    out.resize(len);
+    if (out == local) {
+        return std::nullopt;
+    }
+    return out;
+}
+
 Result<std::vector<tcp::endpoint>> listen_endpoints(const address::HostPort& hp,
                                                     address::Family family) {
     std::vector<tcp::endpoint> out;

@@ -11,11 +11,12 @@
 #include <boost/asio/write.hpp>
 #include <boost/intrusive_ptr.hpp>
 
-#include <tpt/client_hello.hpp>
 #include <tpt/connect.hpp>
 #include <tpt/log.hpp>
 #include <tpt/session.hpp>
 #include <tpt/tunnel.hpp>
+
+#include "inbound.hpp"
 
 namespace tpt::session {
 
@@ -23,7 +24,6 @@ namespace {
 
 using namespace std::chrono_literals;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
-constexpr std::size_t hello_read_step = 4096;
 
 std::string endpoint_text(const tcp::endpoint& ep) {
     const auto a = ep.address();
@@ -33,41 +33,33 @@ std::string endpoint_text(const tcp::endpoint& ep) {
     return a.to_string() + ":" + std::to_string(ep.port());
 }
 
+// Through an HTTP proxy with CONNECT: a named upstream with a via that is not direct. The
+// built-ins, `original` included, always connect directly.
 bool through_proxy(const routing::Route& route) noexcept {
-    return route.via != nullptr && !route.via->is_direct();
+    return route.target != nullptr && route.via != nullptr && !route.via->is_direct();
 }
 
-struct HelloRead {
-    std::vector<std::uint8_t> bytes;  // everything read, forwarded upstream unchanged
-    std::optional<std::string> sni;
-    bool closed = false;  // EOF before a whole hello: route what came, pass the FIN on
-    bool reset = false;   // a reset or error before a whole hello: nothing to route
-};
+// "host:port", with brackets around an IPv6 literal.
+std::string host_port(std::string_view host, bool ipv6, std::uint16_t port) {
+    return ipv6 ? "[" + std::string(host) + "]:" + std::to_string(port)
+                : std::string(host) + ":" + std::to_string(port);
+}
 
-// Phase 1 (SPEC §4.2): read until the parser has a verdict. The buffer lives in this frame
-// only, and never grows past the hello limit plus one read.
-net::awaitable<HelloRead> read_hello(tcp::socket& socket) {
-    HelloRead r;
-    client_hello::ClientHelloParser parser;
-    for (;;) {
-        const auto old = r.bytes.size();
-        r.bytes.resize(old + hello_read_step);
-        auto [ec, n] = co_await socket.async_read_some(
-            net::buffer(r.bytes.data() + old, hello_read_step), use_tuple);
-        r.bytes.resize(old + n);
-        if (ec) {
-            r.closed = ec == net::error::eof;
-            r.reset = !r.closed;
-            co_return r;
-        }
-        const auto st = parser.feed(std::span<const std::uint8_t>(r.bytes.data() + old, n));
-        if (st == client_hello::HelloStatus::need_more && r.bytes.size() <= max_head_bytes) {
-            continue;
-        }
-        if (st == client_hello::HelloStatus::done) {
-            r.sni = parser.sni();
-        }
-        co_return r;
+// SPEC §12: the status an explicit proxy answers a failure with, and its reason phrase.
+std::string_view answer_status(Outcome why) noexcept {
+    switch (why) {
+        case Outcome::ban:
+            return "403 Forbidden";
+        case Outcome::connect_timeout:
+            return "504 Gateway Timeout";
+        case Outcome::bad_request:
+            return "400 Bad Request";
+        case Outcome::method_not_allowed:
+            return "405 Method Not Allowed";
+        case Outcome::client_hello_timeout:
+            return "408 Request Timeout";
+        default:
+            return "502 Bad Gateway";
     }
 }
 
@@ -190,12 +182,19 @@ private:
     void ready_to_relay();
     bool establish_at_once(std::optional<upstream::Dial>& dial);
     net::awaitable<Established> establish(std::optional<upstream::Dial> dial);
-    net::awaitable<Established> builtin(const routing::Route& route, HelloRead& hello);
-    net::awaitable<Established> to_upstream(const routing::Route& route, HelloRead& hello,
+    std::optional<Established> first_bytes_end(const Inbound& in);
+    net::awaitable<Established> builtin(const routing::Route& route, Inbound& in);
+    net::awaitable<Established> to_upstream(const routing::Route& route, Inbound& in,
                                             PhaseDeadline& deadline,
                                             std::optional<upstream::Dial>& dial);
-    net::awaitable<Outcome> forward_first(const HelloRead& hello,
+    std::optional<Outcome> destination(const routing::Route& route, const Inbound& in,
+                                       address::HostPort& host);
+    std::optional<std::string> connect_target(const config::Via& via, const Inbound& in) const;
+    net::awaitable<Outcome> confirm(const Inbound& in);
+    net::awaitable<Outcome> sni_matches(Inbound& in, PhaseDeadline& deadline);
+    net::awaitable<Outcome> forward_first(const Inbound& in,
                                           const std::vector<std::uint8_t>& leftover);
+    void answer_failure(Outcome why);
     void log_connect_failure(const routing::Route& route, const upstream::ConnectResult& r);
     void log_refused(const routing::Route& route, const connect::HandshakeResult& r);
     void finish(Outcome outcome);
@@ -213,8 +212,19 @@ private:
     tunnel::Counters counters_;
     std::uint64_t published_up_ = 0;
     std::uint64_t published_down_ = 0;
-    std::string sni_;
-    std::string connect_target_;
+    // The access line's names, made only for connections that have one: a plain tunnel
+    // holds no string.
+    struct Names {
+        std::string sni, connect_target, original_dst;
+        std::string refusal;  // what an explicit proxy's error answer says (SPEC §12)
+    };
+    std::unique_ptr<Names> names_;
+    Names& names() {
+        if (!names_) {
+            names_ = std::make_unique<Names>();
+        }
+        return *names_;
+    }
     runtime::Clock::time_point last_stats_{};
     std::uint32_t refs_ = 0;
     std::uint32_t deadline_generation_ = 0;
@@ -223,6 +233,7 @@ private:
     bool expired_ = false;
     bool upstream_loopback_ = true;  // echo: the client is both ends
     bool client_ended_ = false;      // the hello read found the client's EOF
+    bool confirmed_ = false;         // an explicit proxy answered 200 (SPEC §12)
 };
 
 // The session's one deadline for its phases before the relay (runtime::Deadline), in the
@@ -285,7 +296,7 @@ void Session::tick(runtime::Clock::time_point now) {
         log::info("tunnel in-flight", {{"server", srv_.server->name},
                                        {"route", route_->key},
                                        {"client", endpoint_text(peer_)},
-                                       {"connect_target", connect_target_},
+                                       {"connect_target", names_ ? names_->connect_target : std::string{}},
                                        {"bytes_to_upstream", std::to_string(counters_.to_upstream)},
                                        {"bytes_to_client", std::to_string(counters_.to_client)}});
     }
@@ -304,6 +315,7 @@ void Session::established(const std::exception_ptr& e, Established r) {
         r = {*aborted_, Next::finish};
     }
     if (r.next == Next::finish) {
+        answer_failure(r.outcome);
         finish(r.outcome);
         return;
     }
@@ -358,7 +370,7 @@ void Session::ready_to_relay() {
 // worker's queue (bench/RESULTS.md). True: the relay runs. False: establish() does the
 // phases, finishing the attempt this left in `dial` if it started one.
 bool Session::establish_at_once(std::optional<upstream::Dial>& dial) {
-    if (srv_.server->tls) {
+    if (reading_of(*srv_.server) != Reading::none || srv_.server->transparent) {
         return false;
     }
     const routing::Route& route = srv_.table->match(std::nullopt);
@@ -379,44 +391,68 @@ bool Session::establish_at_once(std::optional<upstream::Dial>& dial) {
     return true;
 }
 
-// Every phase before the relay: ClientHello, route, connect, CONNECT, first bytes.
+// Every phase before the relay: first bytes (ClientHello, HTTP head, CONNECT head), route,
+// connect, CONNECT, the explicit proxy's answer, first bytes on.
 net::awaitable<Established> Session::establish(std::optional<upstream::Dial> dial) {
     const config::Server& server = *srv_.server;
     PhaseDeadline deadline(*this);
-    HelloRead hello;
-    if (server.tls) {
+    Inbound in;
+    if (const auto how = reading_of(server); how != Reading::none) {
         deadline.start(runtime::Clock::now() + server.client_hello_timeout);
         deadline.arm();  // a read always waits for the client
-        hello = co_await read_hello(client_);
+        in = co_await read_inbound(client_, how);
         deadline.stop();
-        if (expired_) {
-            choose(srv_.table->default_route());
-            co_return Established{Outcome::client_hello_timeout};
-        }
-        if (hello.reset) {
-            co_return Established{Outcome::client_reset};
-        }
-        if (hello.closed && hello.bytes.empty()) {
-            co_return Established{Outcome::client_closed};
+        if (auto end = first_bytes_end(in)) {
+            co_return *end;
         }
     }
-    client_ended_ = hello.closed;
-    if (hello.sni) {
-        sni_ = *hello.sni;
+    if (server.transparent) {
+        // SPEC §11: where the application was going; nothing when not redirected.
+        boost::system::error_code ec;
+        const auto local = client_.local_endpoint(ec);
+        in.original = ec ? std::nullopt : runtime::original_destination(client_, local);
+        if (in.original) {
+            names().original_dst = endpoint_text(*in.original);
+        }
     }
-    choose(
-        srv_.table->match(hello.sni ? std::optional<std::string_view>(*hello.sni) : std::nullopt));
-    if (route_->target == nullptr) {
-        co_return co_await builtin(*route_, hello);
+    client_ended_ = in.closed;
+    if (in.name) {
+        names().sni = *in.name;
     }
-    co_return co_await to_upstream(*route_, hello, deadline, dial);
+    choose(srv_.table->match(in.name ? std::optional<std::string_view>(*in.name) : std::nullopt));
+    if (in.refused != Outcome::ok) {
+        co_return Established{in.refused};
+    }
+    if (route_->target == nullptr && route_->upstream != config::builtin_original) {
+        co_return co_await builtin(*route_, in);
+    }
+    co_return co_await to_upstream(*route_, in, deadline, dial);
+}
+
+// The ends the first bytes can bring before any route: a deadline, a reset, a silent close.
+std::optional<Established> Session::first_bytes_end(const Inbound& in) {
+    if (expired_) {
+        choose(srv_.table->default_route());
+        return Established{Outcome::client_hello_timeout};
+    }
+    if (in.reset) {
+        return Established{Outcome::client_reset};
+    }
+    if (in.closed && in.bytes.empty() && in.refused == Outcome::ok) {
+        return Established{Outcome::client_closed};
+    }
+    return std::nullopt;
 }
 
 // The built-in upstreams (SPEC §3): ban, echo, health.
-net::awaitable<Established> Session::builtin(const routing::Route& route, HelloRead& hello) {
+net::awaitable<Established> Session::builtin(const routing::Route& route, Inbound& in) {
     if (route.upstream == config::builtin_echo) {
-        if (!hello.bytes.empty()) {
-            auto [ec, n] = co_await net::async_write(client_, net::buffer(hello.bytes), use_tuple);
+        const auto confirmed = co_await confirm(in);
+        if (confirmed != Outcome::ok) {
+            co_return Established{confirmed};
+        }
+        if (!in.bytes.empty()) {
+            auto [ec, n] = co_await net::async_write(client_, net::buffer(in.bytes), use_tuple);
             if (ec) {
                 co_return Established{Outcome::client_reset};
             }
@@ -425,34 +461,37 @@ net::awaitable<Established> Session::builtin(const routing::Route& route, HelloR
         relaying_ = true;
         co_return Established{Outcome::ok, Next::echo};
     }
-    if (route.upstream == config::builtin_health) {
+    if (route.upstream == config::builtin_health && !srv_.server->accept_connect) {
         co_await admin::serve(std::move(client_), snap_->admin_handlers);
         co_return Established{Outcome::ok};
     }
     co_return Established{Outcome::ban};
 }
 
-net::awaitable<Established> Session::to_upstream(const routing::Route& route, HelloRead& hello,
+net::awaitable<Established> Session::to_upstream(const routing::Route& route, Inbound& in,
                                                  PhaseDeadline& deadline,
                                                  std::optional<upstream::Dial>& dial) {
     const config::Via* via = route.via;
     if (through_proxy(route)) {
-        // SPEC §4.4; the SNI was validated as a host name by the parser, so it is safe in a
-        // request line (SPEC §9).
-        if (via->use_sni_as_target && hello.sni) {
-            connect_target_ = *hello.sni + ":" + std::to_string(via->target_port);
-        } else if (via->target) {
-            connect_target_ = via->target->to_string();
-        } else {
+        auto target = connect_target(*via, in);
+        if (!target) {
             co_return Established{Outcome::no_target};
         }
+        names().connect_target = std::move(*target);
+    }
+    address::HostPort original;  // the `original` upstream's address (SPEC §11, §12)
+    if (const auto refused = destination(route, in, original)) {
+        co_return Established{*refused};
     }
     const auto connect_start = runtime::Clock::now();
-    deadline.start(connect_start +
-                   (via != nullptr ? via->connect_timeout : config::default_connect_timeout));
-    const config::Upstream& up = *route.target;
+    deadline.start(connect_start + (via != nullptr && route.target != nullptr
+                                        ? via->connect_timeout
+                                        : config::default_connect_timeout));
     if (!dial) {
-        dial.emplace(up.address, up.family, snap_->config->resolve_interval);
+        const bool orig = route.target == nullptr;
+        dial.emplace(orig ? original : route.target->address,
+                     orig ? address::Family::any : route.target->family,
+                     snap_->config->resolve_interval);
     }
     const auto connected = co_await dial->finish(upstream_, ctx_.resolver, deadline);
     upstream_loopback_ = connected.peer.address().is_loopback();
@@ -460,18 +499,29 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, He
         log_connect_failure(route, connected);
         co_return Established{connected.outcome};
     }
+    if (route.target == nullptr && snapshot::is_own_listen(*snap_, connected.peer)) {
+        co_return Established{Outcome::loop};  // a name that resolved to tpt itself
+    }
     std::vector<std::uint8_t> leftover;
     if (through_proxy(route)) {
-        auto hs = co_await connect::handshake(upstream_, connect_target_, via->headers, deadline);
+        auto hs = co_await connect::handshake(upstream_, names().connect_target, via->headers,
+                                              deadline);
         if (hs.outcome != Outcome::ok) {
             log_refused(route, hs);
+            names().refusal = hs.status_line;
             co_return Established{hs.outcome};
         }
         leftover = std::move(hs.leftover);
     }
     deadline.stop();
     observe_connect(connect_start);
-    const auto sent = co_await forward_first(hello, leftover);
+    auto sent = co_await confirm(in);
+    if (sent == Outcome::ok && srv_.server->sni_must_match && srv_.server->accept_connect) {
+        sent = co_await sni_matches(in, deadline);
+    }
+    if (sent == Outcome::ok) {
+        sent = co_await forward_first(in, leftover);
+    }
     if (sent != Outcome::ok) {
         co_return Established{sent};
     }
@@ -479,12 +529,97 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, He
     co_return Established{Outcome::ok, Next::relay};
 }
 
+// The address of the `original` upstream into `host`, or why there is none: SPEC §11, a
+// transparent connection's original destination; SPEC §12, the CONNECT host:port. tpt's own
+// listen addresses are refused (a loop). Other upstreams: nothing to do.
+std::optional<Outcome> Session::destination(const routing::Route& route, const Inbound& in,
+                                            address::HostPort& host) {
+    if (route.target != nullptr) {
+        return std::nullopt;
+    }
+    if (srv_.server->accept_connect) {
+        host = address::HostPort{*in.name, in.connect_port, in.name_is_ipv6};
+    } else if (in.original) {
+        if (snapshot::is_own_listen(*snap_, *in.original)) {
+            return Outcome::loop;
+        }
+        host = address::HostPort{in.original->address().to_string(), in.original->port(),
+                                 in.original->address().is_v6()};
+    } else {
+        return Outcome::no_original_dst;
+    }
+    boost::system::error_code ec;
+    const auto literal = net::ip::make_address(host.host, ec);
+    if (!ec && snapshot::is_own_listen(*snap_, tcp::endpoint(literal, host.port))) {
+        return Outcome::loop;
+    }
+    return std::nullopt;
+}
+
+// SPEC §4.4, §11, §12: what to ask the proxy for. An explicit proxy passes its client's
+// host:port on; use_sni_as_target asks for the name (SNI or Host, validated as a host name by
+// its parser, so safe in a request line: SPEC §9) with the connection's port, or, without a
+// name, for a transparent connection's original address; else the static target.
+std::optional<std::string> Session::connect_target(const config::Via& via,
+                                                   const Inbound& in) const {
+    if (srv_.server->accept_connect) {
+        return host_port(*in.name, in.name_is_ipv6, in.connect_port);
+    }
+    const auto original_port = in.original ? std::optional(in.original->port()) : std::nullopt;
+    if (via.use_sni_as_target && in.name) {
+        return host_port(*in.name, in.name_is_ipv6, via.port_for(in.http, original_port));
+    }
+    if (via.use_sni_as_target && in.original) {
+        return endpoint_text(*in.original);
+    }
+    if (via.target) {
+        return via.target->to_string();
+    }
+    return std::nullopt;
+}
+
+// SPEC §12: an explicit proxy tells its client the tunnel is open (RFC 9110 §9.3.6: a 2xx to
+// CONNECT has no Content-Length or Transfer-Encoding). Other servers: nothing to say.
+net::awaitable<Outcome> Session::confirm(const Inbound& /*in*/) {
+    if (!srv_.server->accept_connect) {
+        co_return Outcome::ok;
+    }
+    static constexpr std::string_view established = "HTTP/1.1 200 Connection established\r\n\r\n";
+    auto [ec, n] = co_await net::async_write(client_, net::buffer(established), use_tuple);
+    confirmed_ = true;
+    co_return ec ? Outcome::client_reset : Outcome::ok;
+}
+
+// SPEC §12 sni_must_match: the ClientHello the client opens its tunnel with (read now, within
+// client_hello_timeout, if it did not come with the CONNECT head) must name the host the route
+// was chosen by. Bytes that are no ClientHello, or a hello without a name, pass.
+net::awaitable<Outcome> Session::sni_matches(Inbound& in, PhaseDeadline& deadline) {
+    deadline.start(runtime::Clock::now() + srv_.server->client_hello_timeout);
+    deadline.arm();
+    const auto hello = co_await read_hello_name(client_, in.bytes);
+    deadline.stop();
+    if (expired_) {
+        co_return Outcome::client_hello_timeout;
+    }
+    if (hello.reset) {
+        co_return Outcome::client_reset;
+    }
+    if (hello.sni && in.name && *hello.sni != *in.name) {
+        log::warn("SNI does not match the routed host", {{"server", srv_.server->name},
+                                                         {"route", route_->key},
+                                                         {"host", *in.name},
+                                                         {"sni", *hello.sni}});
+        co_return Outcome::sni_mismatch;
+    }
+    co_return Outcome::ok;
+}
+
 // SPEC §4.6: the bytes read before routing go upstream first, unchanged; bytes that followed
 // the proxy's answer go to the client (SPEC §9).
-net::awaitable<Outcome> Session::forward_first(const HelloRead& hello,
+net::awaitable<Outcome> Session::forward_first(const Inbound& in,
                                                const std::vector<std::uint8_t>& leftover) {
-    if (!hello.bytes.empty()) {
-        auto [ec, n] = co_await net::async_write(upstream_, net::buffer(hello.bytes), use_tuple);
+    if (!in.bytes.empty()) {
+        auto [ec, n] = co_await net::async_write(upstream_, net::buffer(in.bytes), use_tuple);
         if (ec) {
             co_return Outcome::upstream_reset;
         }
@@ -497,12 +632,40 @@ net::awaitable<Outcome> Session::forward_first(const HelloRead& hello,
         }
         counters_.to_client += n;
     }
-    if (hello.closed) {
+    if (in.closed) {
         // The client half-closed right after its bytes: pass the FIN on.
         boost::system::error_code ignored;
         upstream_.shutdown(tcp::socket::shutdown_send, ignored);
     }
     co_return Outcome::ok;
+}
+
+// SPEC §12: an explicit proxy answers every failure before it closes, with a one-line reason.
+// The answer is a few hundred bytes to a socket that has sent nothing yet: one non-blocking
+// send() takes it whole (a client that reset gets nothing).
+void Session::answer_failure(Outcome why) {
+    if (!srv_.server->accept_connect || confirmed_ || why == Outcome::client_reset ||
+        why == Outcome::client_closed || !client_.is_open()) {
+        return;
+    }
+    std::string reason = "tpt: " + std::string(to_string(why));
+    if (names_ && !names_->sni.empty()) {
+        reason += " (" + names_->sni + ", route " + (route_ != nullptr ? route_->key : "-") + ")";
+    }
+    if (names_ && !names_->refusal.empty()) {
+        reason += ": the proxy answered " + names_->refusal;
+    }
+    if (why == Outcome::method_not_allowed) {
+        reason += ": this is a CONNECT proxy (HTTPS_PROXY); plain-HTTP proxy requests "
+                  "(GET http://...) are not served";
+    }
+    reason += "\n";
+    const std::string answer = "HTTP/1.1 " + std::string(answer_status(why)) +
+                               "\r\nContent-Type: text/plain\r\nContent-Length: " +
+                               std::to_string(reason.size()) + "\r\nConnection: close\r\n\r\n" +
+                               reason;
+    boost::system::error_code ignored;
+    client_.send(net::buffer(answer), tcp::socket::message_flags{}, ignored);
 }
 
 void Session::log_connect_failure(const routing::Route& route, const upstream::ConnectResult& r) {
@@ -518,7 +681,7 @@ void Session::log_refused(const routing::Route& route, const connect::HandshakeR
     log::Fields f{{"server", srv_.server->name},
                   {"route", route.key},
                   {"upstream", route.upstream},
-                  {"connect_target", connect_target_},
+                  {"connect_target", names_ ? names_->connect_target : std::string{}},
                   {"reason", std::string(to_string(r.outcome))},
                   {"status", r.status_line}};
     if (!r.auth_scheme.empty()) {
@@ -546,10 +709,13 @@ void Session::finish(Outcome outcome) {
     rec.server = srv_.server->name;
     rec.listen = admission_.listen();
     rec.client = endpoint_text(peer_);
-    rec.sni = sni_;
+    if (names_) {
+        rec.sni = names_->sni;
+        rec.connect_target = names_->connect_target;
+        rec.original_dst = names_->original_dst;
+    }
     rec.route = route_->key;
     rec.upstream = route_->upstream;
-    rec.connect_target = connect_target_;
     rec.bytes_to_upstream = counters_.to_upstream;
     rec.bytes_to_client = counters_.to_client;
     rec.duration_ms = static_cast<std::uint64_t>(

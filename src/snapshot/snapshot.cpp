@@ -51,10 +51,23 @@ SnapshotPtr build(std::shared_ptr<const config::Config> config, std::string sha2
             lm->set_maxclients(server.maxclients);
             rt.listener_metrics.emplace(key, std::move(lm));
             snap->server_by_listen.emplace(key, i);
+            boost::system::error_code ec;  // listen hosts are IP literals (config::load)
+            const auto addr = boost::asio::ip::make_address(l.host, ec);
+            if (!ec) {
+                snap->own_listen.emplace_back(addr, l.port);
+            }
         }
         snap->servers.push_back(std::move(rt));
     }
     return snap;
+}
+
+bool is_own_listen(const Snapshot& snap, const boost::asio::ip::tcp::endpoint& ep) {
+    return std::any_of(snap.own_listen.begin(), snap.own_listen.end(), [&](const auto& l) {
+        return l.port() == ep.port() &&
+               (l.address() == ep.address() ||
+                (l.address().is_unspecified() && ep.address().is_loopback()));
+    });
 }
 
 std::optional<Admission> Admission::admit(const Snapshot& snap, std::size_t server,
