@@ -140,6 +140,7 @@ private:
         void operator()(const boost::system::error_code& ec) const {
             if (!ec && generation == s->deadline_generation_) {
                 s->expired_ = true;
+                s->answer_failure(s->expiry_);  // an explicit proxy's 408 or 504, first
                 s->close_sockets();
             }
         }
@@ -231,6 +232,7 @@ private:
     std::optional<Outcome> aborted_;
     bool relaying_ = false;
     bool expired_ = false;
+    Outcome expiry_ = Outcome::client_hello_timeout;  // what the running deadline's end means
     bool upstream_loopback_ = true;  // echo: the client is both ends
     bool client_ended_ = false;      // the hello read found the client's EOF
     bool confirmed_ = false;         // an explicit proxy answered 200 (SPEC §12)
@@ -245,9 +247,11 @@ public:
     PhaseDeadline& operator=(const PhaseDeadline&) = delete;
     ~PhaseDeadline() { stop(); }
 
-    void start(runtime::Clock::time_point at) {
+    // `why`: the outcome if `at` passes (client_hello_timeout or connect_timeout).
+    void start(runtime::Clock::time_point at, Outcome why) {
         stop();
         at_ = at;
+        session_.expiry_ = why;
     }
     void stop() {
         if (armed_) {
@@ -398,7 +402,8 @@ net::awaitable<Established> Session::establish(std::optional<upstream::Dial> dia
     PhaseDeadline deadline(*this);
     Inbound in;
     if (const auto how = reading_of(server); how != Reading::none) {
-        deadline.start(runtime::Clock::now() + server.client_hello_timeout);
+        deadline.start(runtime::Clock::now() + server.client_hello_timeout,
+                       Outcome::client_hello_timeout);
         deadline.arm();  // a read always waits for the client
         in = co_await read_inbound(client_, how);
         deadline.stop();
@@ -486,7 +491,8 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
     const auto connect_start = runtime::Clock::now();
     deadline.start(connect_start + (via != nullptr && route.target != nullptr
                                         ? via->connect_timeout
-                                        : config::default_connect_timeout));
+                                        : config::default_connect_timeout),
+                   Outcome::connect_timeout);
     if (!dial) {
         const bool orig = route.target == nullptr;
         dial.emplace(orig ? original : route.target->address,
@@ -594,7 +600,8 @@ net::awaitable<Outcome> Session::confirm(const Inbound& /*in*/) {
 // client_hello_timeout, if it did not come with the CONNECT head) must name the host the route
 // was chosen by. Bytes that are no ClientHello, or a hello without a name, pass.
 net::awaitable<Outcome> Session::sni_matches(Inbound& in, PhaseDeadline& deadline) {
-    deadline.start(runtime::Clock::now() + srv_.server->client_hello_timeout);
+    deadline.start(runtime::Clock::now() + srv_.server->client_hello_timeout,
+                   Outcome::client_hello_timeout);
     deadline.arm();
     const auto hello = co_await read_hello_name(client_, in.bytes);
     deadline.stop();
