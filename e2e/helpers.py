@@ -129,7 +129,7 @@ class TptProcess:
     """A running tpt binary with its config file and captured stderr log."""
 
     def __init__(self, binary, config_text, env=None, args=None, workdir=None, ready=True,
-                 config_name="tpt.yaml"):
+                 config_name="tpt.yaml", prefix=()):
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="tpt-e2e-"))
         self.config_path = self.dir / config_name
         self.config_path.write_text(config_text)
@@ -137,7 +137,8 @@ class TptProcess:
         self._log = open(self.log_path, "wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TPT_")}
         full_env.update(env or {})
-        cmd = [str(binary), "-c", str(self.config_path)] + list(args or [])
+        # prefix: a command tpt runs under, e.g. setpriv to run it as another user.
+        cmd = [*prefix, str(binary), "-c", str(self.config_path)] + list(args or [])
         self.popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                       env=full_env, cwd=self.dir)
         self.admin = None

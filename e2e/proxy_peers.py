@@ -95,7 +95,7 @@ class Squid:
     CONNECT to any port for authenticated users, resolving `hosts` names from its own
     hosts_file, caching nothing, logging into its temp dir."""
 
-    def __init__(self, users, hosts=(), start_timeout=30.0):
+    def __init__(self, users, hosts=(), start_timeout=30.0, user=SQUID_USER, host_ip="127.0.0.1"):
         self.dir = Path(tempfile.mkdtemp(prefix="tpt-squid-"))
         os.chmod(self.dir, 0o755)
         self.port = free_port()
@@ -109,7 +109,7 @@ class Squid:
             lines.append(f"{user}:{digest}\n")
         passwd.write_text("".join(lines))
         hosts_file = self.dir / "hosts"
-        hosts_file.write_text("".join(f"127.0.0.1 {name}\n" for name in hosts) or
+        hosts_file.write_text("".join(f"{host_ip} {name}\n" for name in hosts) or
                               "127.0.0.1 localhost\n")
         d = self.dir
         as_root = os.geteuid() == 0
@@ -117,7 +117,7 @@ class Squid:
         self.conf.write_text(f"""\
 http_port 127.0.0.1:{self.port}
 pid_filename {d}/squid.pid
-{f"cache_effective_user {SQUID_USER}" if as_root else "# not root: squid runs as us"}
+{f"cache_effective_user {user}" if as_root else "# not root: squid runs as us"}
 cache deny all
 cache_mem 8 MB
 access_log stdio:{self.access_log}
@@ -139,9 +139,9 @@ http_access allow CONNECT authenticated
 http_access deny all
 """)
         if as_root:  # squid refuses to run as root: it drops to SQUID_USER, who owns the dir
-            user = pwd.getpwnam(SQUID_USER)
+            entry = pwd.getpwnam(user)
             for p in [d, *d.iterdir()]:
-                os.chown(p, user.pw_uid, user.pw_gid)
+                os.chown(p, entry.pw_uid, entry.pw_gid)
         self.out = open(d / "squid.out", "wb")
         self.popen = subprocess.Popen([SQUID, "-N", "-f", str(self.conf)], stdout=self.out,
                                       stderr=subprocess.STDOUT, start_new_session=True)

@@ -71,13 +71,21 @@ std::optional<tcp::endpoint> original_destination(tcp::socket& socket,
     constexpr int original_dst = 80;
     tcp::endpoint out;
     auto len = static_cast<socklen_t>(out.capacity());
-    const bool v6 = local.address().is_v6();
+    // An IPv4 client of a dual-stack [::] listener has a v4-mapped local address, and an IPv4
+    // conntrack entry: ask the IPv4 level, and compare with the unmapped address.
+    const auto addr = local.address();
+    const bool mapped = addr.is_v6() && addr.to_v6().is_v4_mapped();
+    const bool v6 = addr.is_v6() && !mapped;
     if (::getsockopt(socket.native_handle(), v6 ? SOL_IPV6 : SOL_IP, original_dst, out.data(),
                      &len) != 0) {
         return std::nullopt;
     }
     out.resize(len);
-    if (out == local) {
+    const tcp::endpoint self =
+        mapped ? tcp::endpoint(net::ip::make_address_v4(net::ip::v4_mapped, addr.to_v6()),
+                               local.port())
+               : local;
+    if (out == self) {
         return std::nullopt;
     }
     return out;

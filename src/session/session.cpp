@@ -480,7 +480,10 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
     if (through_proxy(route)) {
         auto target = connect_target(*via, in);
         if (!target) {
-            co_return Established{Outcome::no_target};
+            // SPEC §11: a transparent connection that was not redirected lacks what it needs.
+            co_return Established{srv_.server->transparent && !in.original
+                                      ? Outcome::no_original_dst
+                                      : Outcome::no_target};
         }
         names().connect_target = std::move(*target);
     }
@@ -572,6 +575,10 @@ std::optional<std::string> Session::connect_target(const config::Via& via,
         return host_port(*in.name, in.name_is_ipv6, in.connect_port);
     }
     const auto original_port = in.original ? std::optional(in.original->port()) : std::nullopt;
+    if (via.use_sni_as_target && in.name && srv_.server->transparent && !original_port &&
+        !via.target_port) {
+        return std::nullopt;  // the name's port is the original one, and there is none
+    }
     if (via.use_sni_as_target && in.name) {
         return host_port(*in.name, in.name_is_ipv6, via.port_for(in.http, original_port));
     }
