@@ -25,7 +25,9 @@ ARG TARGETARCH
 ARG JOBS=2
 ENV DEBIAN_FRONTEND=noninteractive
 # The dependency list is the repository's own (scripts/deps.sh), copied alone first so
-# that this layer stays cached while the sources change.
+# that this layer stays cached while the sources change. It includes libnftables-dev (of
+# $TARGETARCH, Multi-Arch: same): `tpt capture` links libnftables, so the image's init
+# container needs no nft or iptables binary, and image-rootfs.sh copies its libraries.
 COPY scripts/deps.sh /src/scripts/deps.sh
 RUN /src/scripts/deps.sh cross "${TARGETARCH:-$(dpkg --print-architecture)}" \
     && rm -rf /var/lib/apt/lists/*

@@ -11,9 +11,9 @@ what=${1:-test}
 
 build_pkgs=(cmake ninja-build g++ pkg-config libboost1.81-dev libboost-json1.81-dev
     libboost-program-options1.81-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
-    prometheus-cpp-dev libssl-dev)
+    prometheus-cpp-dev libssl-dev libnftables-dev)
 test_pkgs=(libgtest-dev libgmock-dev python3 python3-pytest python3-yaml openssl curl squid apache2-utils
-    prometheus clang-16 libclang-rt-16-dev clang-format-16 clang-tidy-16 unzip iproute2 util-linux procps)
+    prometheus clang-16 libclang-rt-16-dev clang-format-16 clang-tidy-16 unzip iproute2 util-linux procps nftables iptables)
 # qemu-user runs a foreign-architecture image's binary for its smoke test (no binfmt needed).
 image_pkgs=(buildah debootstrap uidmap binutils qemu-user)
 bench_pkgs=(haproxy nginx-light libnginx-mod-stream iperf3 wrk libbenchmark-dev linux-perf)

@@ -80,6 +80,14 @@ TEST(Cli, UsageErrorsNameTheProblem) {
         {{"-c", "a.yaml", "-c", "b.yaml"}, "config"},
         {{"stray.yaml"}, "stray.yaml"},
         {{"--version=1"}, "version"},
+        {{"capture", "--apply", "--remove"}, "choose one of --print, --apply and --remove"},
+        {{"capture", "--print", "--apply"}, "choose one of"},
+        {{"capture", "--ipv6", "--no-ipv6"}, "--ipv6 and --no-ipv6"},
+        {{"capture", "--ports"}, "ports"},
+        {{"capture", "--port", "443"}, "--port"},  // no abbreviations
+        {{"capture", "--to", "1", "--to", "2"}, "to"},
+        {{"capture", "--config", "a.yaml"}, "--config"},
+        {{"capture", "443"}, "unexpected argument '443'"},
     };
     for (const Case& c : cases) {
         std::string label;
@@ -90,7 +98,47 @@ TEST(Cli, UsageErrorsNameTheProblem) {
         const ParseResult r = parse_args(c.args);
         EXPECT_FALSE(r.options);
         EXPECT_NE(r.error.find(c.mention), std::string::npos) << r.error;
+        // A capture error is followed by capture's help, any other by tpt's.
+        EXPECT_EQ(r.capture, std::string_view(c.args.front()) == "capture");
     }
+}
+
+TEST(Cli, CaptureSubcommandKeepsItsOptionsAsWritten) {
+    const ParseResult r =
+        parse_args({"capture", "--ports", "443,80", "--to=15001", "--uid", "1337", "--exclude-cidr",
+                    "10.0.0.0/8", "--exclude-cidr=fd00::/8,172.16.0.0/12", "--no-ipv6", "--apply"});
+    ASSERT_TRUE(r.options) << r.error;
+    ASSERT_TRUE(r.options->capture);
+    const tpt::cli::CaptureArgs& c = *r.options->capture;
+    EXPECT_EQ(c.mode, tpt::cli::CaptureMode::apply);
+    EXPECT_EQ(c.ports, "443,80");
+    EXPECT_EQ(c.to, "15001");
+    EXPECT_EQ(c.uid, "1337");
+    EXPECT_EQ(c.exclude_cidrs, (std::vector<std::string>{"10.0.0.0/8", "fd00::/8,172.16.0.0/12"}));
+    EXPECT_FALSE(c.ipv6);
+    EXPECT_FALSE(c.help);
+    EXPECT_FALSE(r.options->config_path);
+
+    const ParseResult defaults = parse_args({"capture"});
+    ASSERT_TRUE(defaults.options && defaults.options->capture) << defaults.error;
+    EXPECT_EQ(defaults.options->capture->mode, tpt::cli::CaptureMode::print);
+    EXPECT_TRUE(defaults.options->capture->ipv6);
+    EXPECT_FALSE(defaults.options->capture->uid);
+    EXPECT_EQ(parse_args({"capture", "--remove"}).options->capture->mode,
+              tpt::cli::CaptureMode::remove);
+    EXPECT_TRUE(parse_args({"capture", "-h"}).options->capture->help);
+    // Only the first word selects the subcommand: elsewhere it is a stray argument.
+    EXPECT_FALSE(parse_args({"-t", "capture"}).options);
+}
+
+TEST(Cli, CaptureHelpListsEveryOptionAndTheExitStatus) {
+    const std::string h = tpt::cli::capture_help_text("tpt");
+    for (const char* option :
+         {"--ports", "--to", "--uid", "--exclude-cidr", "--ipv6", "--no-ipv6", "--print", "--apply",
+          "--remove", "CAP_NET_ADMIN", "Exit status", "3 no CAP_NET_ADMIN"}) {
+        EXPECT_NE(h.find(option), std::string::npos) << option;
+    }
+    EXPECT_NE(tpt::cli::help_text("tpt").find("tpt capture --ports"), std::string::npos);
 }
 
 TEST(Cli, HelpTextShowsUsageOptionsAndSearchOrder) {

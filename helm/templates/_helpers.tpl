@@ -4,6 +4,9 @@ Helpers of the tpt chart.
 Public (usable from a parent chart that has tpt as a dependency):
   tpt.sidecarContainer       one container list item: tpt as a sidecar
   tpt.sidecarVolume          one volume list item: the ConfigMap as a directory
+  tpt.sidecarCaptureContainer
+                             one initContainers item: `tpt capture --apply` (SPEC §11),
+                             empty unless capture.enabled; put it before the native sidecar
   tpt.sidecarPodAnnotations  pod template annotations (scrape annotations, config checksum)
   tpt.sidecarNative          "true" when sidecar.native is set, else empty
   tpt.sidecarTerminationGracePeriodSeconds
@@ -147,9 +150,131 @@ The config file's text as mounted at /etc/tpt/tpt.yaml, ending in one newline: c
 {{- if (default dict .v.config).servers -}}
 {{- fail "configText and config.servers are both set: give the routes in one of them (configText replaces config)" -}}
 {{- end -}}
+{{- include "tpt.captureCheck" . -}}
 {{- printf "%s\n" (trimSuffix "\n" .v.configText) -}}
+{{- else if include "tpt.captureAddsServer" . -}}
+{{- $servers := deepCopy (default dict .v.config.servers) -}}
+{{- $listen := list (printf "127.0.0.1:%d" (int .v.capture.listenerPort)) -}}
+{{- if .v.capture.ipv6 -}}
+{{- $listen = append $listen (printf "[::1]:%d" (int .v.capture.listenerPort)) -}}
+{{- end -}}
+{{- $_ := set $servers "capture" (dict "listen" $listen "transparent" true "tls" true "http" true "default" "original") -}}
+{{- printf "%s\n" (toYaml (merge (dict "servers" $servers) (deepCopy .v.config))) -}}
 {{- else -}}
 {{- printf "%s\n" (toYaml .v.config) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Transparent egress capture (SPEC §11). The servers of the config that listen on the capture
+listener's port on loopback, as a YAML list of {name, v4, v6, transparent}.
+*/}}
+{{- define "tpt.captureListeners" -}}
+{{- $port := int .v.capture.listenerPort -}}
+{{- $config := include "tpt.config" . | fromYaml -}}
+{{- $found := list -}}
+{{- range $name, $spec := (default dict $config.servers) -}}
+{{- $listen := default list $spec.listen -}}
+{{- if kindIs "string" $listen -}}
+{{- $listen = list $listen -}}
+{{- end -}}
+{{- $v4 := has (printf "127.0.0.1:%d" $port) $listen -}}
+{{- $v6 := has (printf "[::1]:%d" $port) $listen -}}
+{{- if or $v4 $v6 -}}
+{{- $found = append $found (dict "name" $name "v4" $v4 "v6" $v6 "transparent" (eq (toString $spec.transparent) "true")) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $found -}}
+{{- end -}}
+
+{{/*
+"true" when capture is on, the config is the `config` map and no server listens on the
+capture port: the chart then adds the pass-through server `capture` (a pod whose traffic is
+redirected to nothing would lose all its egress).
+*/}}
+{{- define "tpt.captureAddsServer" -}}
+{{- include "tpt.captureCheck" . -}}
+{{- if and (default dict .v.capture).enabled (not .v.configText) (not .v.existingConfigMap) (not (include "tpt.captureListeners" . | fromYamlArray)) -}}
+{{- if hasKey (default dict .v.config.servers) "capture" -}}
+{{- fail (printf "capture.enabled: config.servers.capture exists but does not listen on 127.0.0.1:%d, where the chart would add the transparent listener; give it that address (and transparent: true) or rename it" (int .v.capture.listenerPort)) -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Fails on capture settings that would break the pod's egress; prints nothing. */}}
+{{- define "tpt.captureCheck" -}}
+{{- $c := default dict .v.capture -}}
+{{- if $c.enabled -}}
+{{- if ne .v.mode "sidecar" -}}
+{{- fail "capture.enabled needs mode: sidecar: it redirects the traffic of the application containers in tpt's pod, and a tpt Deployment has none (see docs/kubernetes.md, transparent egress capture)" -}}
+{{- end -}}
+{{- if ne (int $c.uid) (int .v.securityContext.runAsUser) -}}
+{{- fail (printf "capture.uid %d is not tpt's UID (securityContext.runAsUser %d): tpt's own upstream connections would be redirected back to tpt" (int $c.uid) (int .v.securityContext.runAsUser)) -}}
+{{- end -}}
+{{- $found := include "tpt.captureListeners" . | fromYamlArray -}}
+{{- if and (not $found) (or .v.configText .v.existingConfigMap) -}}
+{{- fail (printf "capture.enabled: no server of the config listens on 127.0.0.1:%d (capture.listenerPort); add a transparent server there" (int $c.listenerPort)) -}}
+{{- end -}}
+{{- $v6 := false -}}
+{{- range $found -}}
+{{- if not .transparent -}}
+{{- fail (printf "capture.enabled: config.servers.%s listens on the capture port but is not transparent: true" .name) -}}
+{{- end -}}
+{{- if .v6 -}}{{- $v6 = true -}}{{- end -}}
+{{- end -}}
+{{- if and $found $c.ipv6 (not $v6) -}}
+{{- fail (printf "capture.ipv6 redirects IPv6 to [::1]:%d, where no server listens: add it to the transparent server's listen, or set capture.ipv6: false" (int $c.listenerPort)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The capture init container as one list item (empty when capture is off): `tpt capture
+--apply` from tpt's image, exec form. UID 0 with NET_ADMIN and no other capability: the
+kubelet gives added capabilities to a non-root user only in its bounding set, not its
+effective one, and the scratch image has no file capabilities. NET_RAW is not needed (nft
+talks netlink). Takes (dict "root" "v").
+*/}}
+{{- define "tpt.captureContainer" -}}
+{{- $c := default dict .v.capture -}}
+{{- if $c.enabled -}}
+{{- include "tpt.captureCheck" . -}}
+- name: {{ .v.sidecar.containerName | default "tpt" }}-capture
+  image: {{ include "tpt.image" . | quote }}
+  imagePullPolicy: {{ .v.image.pullPolicy }}
+  args:
+    - capture
+    - --apply
+    - --ports
+    - {{ join "," $c.ports | quote }}
+    - --to
+    - {{ $c.listenerPort | quote }}
+    - --uid
+    - {{ $c.uid | int | toString | quote }}
+    {{- range $c.excludeCIDRs }}
+    - --exclude-cidr
+    - {{ . | quote }}
+    {{- end }}
+    {{- if not $c.ipv6 }}
+    - --no-ipv6
+    {{- end }}
+  {{- with $c.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    runAsNonRoot: false
+    runAsUser: 0
+    runAsGroup: 0
+    readOnlyRootFilesystem: true
+    allowPrivilegeEscalation: false
+    privileged: false
+    capabilities:
+      drop: [ALL]
+      add: [NET_ADMIN]
+    seccompProfile:
+      type: RuntimeDefault
 {{- end -}}
 {{- end -}}
 
@@ -409,6 +534,18 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
 {{- fail (printf "sidecar.native needs Kubernetes >= 1.29 (initContainers with restartPolicy: Always); this cluster is %s" $root.Capabilities.KubeVersion.Version) -}}
 {{- end -}}
 {{- include "tpt.container" (dict "root" $root "v" $v "native" $v.sidecar.native "name" ($v.sidecar.containerName | default "tpt")) -}}
+{{- end -}}
+
+{{- define "tpt.sidecarCaptureContainer" -}}
+{{- $root := . -}}
+{{- $v := .Values -}}
+{{- if hasKey . "root" -}}
+{{- $root = .root -}}{{- $v = .values -}}
+{{- else if not (include "tpt.isTptChart" .) -}}
+{{- $v = index .Values "tpt" -}}
+{{- end -}}
+{{- include "tpt.sidecarValues" $v -}}
+{{- include "tpt.captureContainer" (dict "root" $root "v" $v) -}}
 {{- end -}}
 
 {{- define "tpt.sidecarVolume" -}}

@@ -21,6 +21,7 @@
 
 #include <tpt/admin.hpp>
 #include <tpt/app.hpp>
+#include <tpt/capture.hpp>
 #include <tpt/cli.hpp>
 #include <tpt/config.hpp>
 #include <tpt/log.hpp>
@@ -369,10 +370,18 @@ std::variant<std::string, int> config_path(const cli::Options& opts) {
 int run(int argc, const char* const* argv, std::string_view version) {
     const auto parsed = cli::parse(argc, argv);
     if (!parsed.options) {
-        std::cerr << "tpt: " << parsed.error << "\n" << cli::help_text("tpt");
+        std::cerr << "tpt: " << parsed.error << "\n"
+                  << (parsed.capture ? cli::capture_help_text("tpt") : cli::help_text("tpt"));
         return 2;
     }
     const auto& opts = *parsed.options;
+    if (opts.capture) {
+        if (opts.capture->help) {
+            std::cout << cli::capture_help_text("tpt");
+            return 0;
+        }
+        return static_cast<int>(capture::run(*opts.capture, std::cout, std::cerr));
+    }
     if (opts.help || opts.version) {
         std::cout << (opts.help ? cli::help_text("tpt") : "tpt " + std::string(version) + "\n");
         return 0;
