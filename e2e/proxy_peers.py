@@ -95,7 +95,7 @@ class Squid:
     CONNECT to any port for authenticated users, resolving `hosts` names from its own
     hosts_file, caching nothing, logging into its temp dir."""
 
-    def __init__(self, users, hosts=(), start_timeout=30.0, user=SQUID_USER, host_ip="127.0.0.1"):
+    def __init__(self, users, hosts=(), start_timeout=30.0, run_as=SQUID_USER, host_ip="127.0.0.1"):
         self.dir = Path(tempfile.mkdtemp(prefix="tpt-squid-"))
         os.chmod(self.dir, 0o755)
         self.port = free_port()
@@ -117,7 +117,7 @@ class Squid:
         self.conf.write_text(f"""\
 http_port 127.0.0.1:{self.port}
 pid_filename {d}/squid.pid
-{f"cache_effective_user {user}" if as_root else "# not root: squid runs as us"}
+{f"cache_effective_user {run_as}" if as_root else "# not root: squid runs as us"}
 cache deny all
 cache_mem 8 MB
 access_log stdio:{self.access_log}
@@ -139,7 +139,7 @@ http_access allow CONNECT authenticated
 http_access deny all
 """)
         if as_root:  # squid refuses to run as root: it drops to SQUID_USER, who owns the dir
-            entry = pwd.getpwnam(user)
+            entry = pwd.getpwnam(run_as)
             for p in [d, *d.iterdir()]:
                 os.chown(p, entry.pw_uid, entry.pw_gid)
         self.out = open(d / "squid.out", "wb")
