@@ -115,7 +115,7 @@ def loadgen(run, targets, requests, concurrency, measured=(), rate=0.0, duration
     """Runs tpt_loadgen's client and returns its report, with the CPU seconds of each measured
     peer and of the whole machine over the same counted window (sampled at its markers)."""
     argv = [run.loadgen, "client", "--target", ",".join(targets), "--requests", requests,
-            "--threads", str(run.threads), "--concurrency", str(concurrency),
+            "--threads", str(min(run.threads, concurrency)), "--concurrency", str(concurrency),
             "--rate", str(rate), "--warmup", str(warmup),
             "--duration", str(duration or run.duration), "--answer-bytes", str(run.answer)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
@@ -415,6 +415,8 @@ def syscalls_per_connection(run, peer, requests, concurrency):
 # --- phase: HTTP Host routing -------------------------------------------------------------------
 
 def phase_http(run):
+    """HTTP Host routing through the same 1,000 names: tpt `http: true` (SPEC §12; the tpt
+    row is skipped with a message until tpt accepts the key) against HAProxy."""
     be_ports = run.ports(run.backends)
     port_tpt, port_hap = run.ports(2)
     up = {f"up{k}": f"tcp://127.0.0.1:{p}" for k, p in enumerate(be_ports)}
@@ -422,38 +424,44 @@ def phase_http(run):
     text = peers.tpt_config([("http", {"listen": f'["127.0.0.1:{port_tpt}"]', "http": "true",
                                        "default": "ban", "maxclients": 20000,
                                        "sni": routes})], up)
-    ok, why = peers.tpt_accepts(run.tpt, text, run.work, "tpt-http")
-    if not ok:
-        run.skip("http", f"tpt -t rejects `http: true` (SPEC §12 not in this binary): {why}")
-        return
     peers.start_loadgen_backend(run.procs, run.loadgen, "http-backend", be_ports, run.threads,
                                 run.answer)
-    tpt = peers.start_tpt(run.procs, "tpt", run.tpt, text, {"http": port_tpt})
-    exact_map = os.path.join(run.work, "host-exact.map")
-    with open(exact_map, "w") as f:
-        f.writelines(f"{n} up{b}\n" for n, b in exact_routes(run, lambda b: b))
-    hap_cfg = "".join([peers.haproxy_global(run_maxconn(run), "auto"),
-                       peers.haproxy_routed("http", port_hap, "req.hdr(host)", "HTTP",
-                                            exact_map, WILD_SUFFIX, "up0"),
-                       peers.haproxy_backend("ban", "")] +
-                      [peers.haproxy_backend(f"up{k}", f"127.0.0.1:{p}")
-                       for k, p in enumerate(be_ports)])
-    hap = peers.start_haproxy(run.procs, "haproxy", hap_cfg, {"http": port_hap})
+    rows = {"haproxy": http_haproxy(run, port_hap, be_ports)}
+    ok, why = peers.tpt_accepts(run.tpt, text, run.work, "tpt-http")
+    if ok:
+        rows["tpt"] = peers.start_tpt(run.procs, "tpt", run.tpt, text, {"http": port_tpt})
+    else:
+        run.skip("http (tpt)", f"tpt -t rejects `http: true` (SPEC §12 not in this binary): "
+                               f"{why}")
     entries = [(0 if n.endswith(WILD_SUFFIX) else backend_of(run, i), b"",
                 lib.http_request_head(n)) for i, n in enumerate(run.names)]
     requests = os.path.join(run.work, "http.req")
     lib.write_requests(requests, entries)
-    by_name = {"tpt": tpt, "haproxy": hap}
     direct = ["direct"] if env_num("DIRECT", 1) else []
     for rep in range(run.repeat):
-        for who in direct + rotate(["tpt", "haproxy"], rep):
-            peer = by_name.get(who)
+        for who in direct + rotate(sorted(rows), rep):
+            peer = rows.get(who)
             targets = ([f"127.0.0.1:{peer.ports['http']}"] if peer else
                        [f"127.0.0.1:{p}" for p in be_ports])
-            record_load(run, "http", who, loadgen(run, targets, requests,
-                                                  env_num("SNI_CONCURRENCY", 64),
-                                                  [peer] if peer else []))
+            r = loadgen(run, targets, requests, env_num("SNI_CONCURRENCY", 64),
+                        [peer] if peer else [])
+            record_load(run, "http", who, r)
     run.procs.stop_all()
+
+
+def http_haproxy(run, port, be_ports):
+    """HAProxy routing by `req.hdr(host)` in tcp mode, waiting (inspect-delay) until the
+    buffer holds an HTTP request (the predefined ACL HTTP)."""
+    exact_map = os.path.join(run.work, "host-exact.map")
+    with open(exact_map, "w") as f:
+        f.writelines(f"{n} up{b}\n" for n, b in exact_routes(run, lambda b: b))
+    cfg = "".join([peers.haproxy_global(run_maxconn(run), "auto"),
+                   peers.haproxy_routed("http", port, "req.hdr(host)", "HTTP", exact_map,
+                                        WILD_SUFFIX, "up0"),
+                   peers.haproxy_backend("ban", "")] +
+                  [peers.haproxy_backend(f"up{k}", f"127.0.0.1:{p}")
+                   for k, p in enumerate(be_ports)])
+    return peers.start_haproxy(run.procs, "haproxy", cfg, {"http": port})
 
 
 # --- phase: CONNECT ----------------------------------------------------------------------------
@@ -465,7 +473,7 @@ def phase_connect(run):
     peers.start_loadgen_backend(run.procs, run.loadgen, "connect-backend", [backend_port],
                                 run.threads, run.answer)
     squid = peers.start_squid(run.procs, "squid", squid_port, run.names,
-                              env_num("SQUID_WORKERS", 1))
+                              env_num("SQUID_WORKERS", 2))
     target = f"127.0.0.1:{squid_port}"
     via_clients = hello_requests(run, os.path.join(run.work, "connect-via.req"),
                                  lambda n: lib.connect_prelude(f"{n}:{backend_port}"), 0)
@@ -475,14 +483,16 @@ def phase_connect(run):
         if binary:
             peer = start_tpt_via_squid(run, who, binary, squid_port, backend_port)
             rows[f"{who}+squid"] = ([f"127.0.0.1:{peer.ports['sni']}"], plain_hellos, peer)
-    c = env_num("CONNECT_CONCURRENCY", 16)
+    # One connection at a time: the time a connection takes; CONNECT_CONCURRENCY at once: the
+    # rate and the CPU per connection under load.
+    loads = (("connect-serial", 1), ("connect", env_num("CONNECT_CONCURRENCY", 16)))
     for rep in range(run.repeat):
         for who in rotate(list(rows), rep):
             targets, requests, peer = rows[who]
-            measured = [squid] + ([peer] if peer else [])
-            r = loadgen(run, targets, requests, c, measured)
-            run.record("connect_squid_us", who, r["cpu_us"]["squid"])
-            record_load(run, "connect", who, r, cpu_of=peer.name if peer else "squid")
+            for prefix, c in loads:
+                r = loadgen(run, targets, requests, c, [squid] + ([peer] if peer else []))
+                run.record(f"{prefix}_squid_us", who, r["cpu_us"]["squid"])
+                record_load(run, prefix, who, r, cpu_of=peer.name if peer else "squid")
     connect_listener(run, squid, backend_port, via_clients)
     run.procs.stop_all()
 
@@ -711,17 +721,17 @@ def main(argv):
         for tests, phase in PHASES:
             if run.want(*tests):
                 phase(run)
+        report.print_report(run.results, {
+            "load_start": " ".join(load_start),
+            "load_end": " ".join(open("/proc/loadavg").read().split()[:3]),
+            "tpt": run.tpt, "tpt_base": run.tpt_base, "duration": run.duration,
+            "repeat": run.repeat, "tunnels": env_num("TUNNELS", 9000)})
     finally:
         run.procs.stop_all()
-    report.print_report(run.results, {
-        "load_start": " ".join(load_start),
-        "load_end": " ".join(open("/proc/loadavg").read().split()[:3]),
-        "tpt": run.tpt, "tpt_base": run.tpt_base, "duration": run.duration,
-        "repeat": run.repeat, "tunnels": env_num("TUNNELS", 9000)})
-    if os.environ.get("KEEP") == "1":
-        print(f"raw outputs kept in {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("KEEP") == "1":
+            print(f"raw outputs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -291,7 +291,9 @@ http_access deny all
         user = pwd.getpwnam(SQUID_USER)
         for p in [d] + [os.path.join(d, e) for e in os.listdir(d)]:
             os.chown(p, user.pw_uid, user.pw_gid)
-    proc = procs.start(name, ["squid", "-N", "-f", conf])
+    # -N runs one process that is also the worker; SMP (workers > 1) needs --foreground,
+    # which keeps the master in the foreground and forks the kids and a coordinator.
+    proc = procs.start(name, ["squid", "--foreground" if workers > 1 else "-N", "-f", conf])
     procs.wait_listening(proc, [port], seconds=30)
     if workers > 1:
         wait_children(proc, workers)

@@ -219,6 +219,10 @@ def print_report(path, meta):
                     "the squid row, tpt in the others). Target: tpt adds <= 10 % (p50 and "
                     "machine CPU ratios <= 1.10).", extra=[("squid CPU/conn",
                                                             "connect_squid_us")])),
+        ("CONNECT path, one connection at a time (the time a connection takes)",
+         load_table(med, "connect-serial", ["squid", "tpt+squid", "tpt-base+squid"], "squid",
+                    "Target: tpt adds <= 10 % (p50 / squid <= 1.10).",
+                    extra=[("squid CPU/conn", "connect-serial_squid_us")])),
         ("CONNECT listener: tpt accept_connect against squid",
          load_table(med, "listener", ["tpt", "squid"], "squid",
                     ratios=("rate", "p99", "cpu_us"))),

@@ -25,8 +25,9 @@
 #                      per tunnel and the hard RLIMIT_NOFILE here is 20000, so 10,000 tunnels
 #                      need a machine with a higher limit
 #   SNI_CONCURRENCY    connections in flight for the SNI and HTTP loads [64]
-#   CONNECT_CONCURRENCY  the same for the CONNECT loads (squid is single-threaded) [16]
-#   SQUID_WORKERS      squid SMP workers [1]
+#   CONNECT_CONCURRENCY  the same for the CONNECT loads; each CONNECT row also runs one
+#                      connection at a time, for the time a connection takes [16]
+#   SQUID_WORKERS      squid SMP workers (2 moved 1.4x the tunnels of 1 here) [2]
 #   LOADGEN_THREADS    threads of tpt_loadgen's client and backend [2]
 #   ANSWER_BYTES       the backend's answer to each hello or request [512]
 #   NAMES, WILD_NAMES  exact names in the SNI tables and names only the wildcard matches
