@@ -244,16 +244,21 @@ def nginx_main_config(run, ports, be):
 def start_proxy(run, who, be):
     """Starts one peer of the main comparison with its four listeners."""
     ports = dict(zip(("iperf", "http", "idle", "sni"), run.ports(4)))
-    if who in ("tpt", "tpt-base"):
-        binary = run.tpt if who == "tpt" else run.tpt_base
-        return peers.start_tpt(run.procs, who, binary, tpt_main_config(run, ports, be), ports)
+    if who in ("tpt", "tpt-base", "tpt-splice"):
+        binary = run.tpt_base if who == "tpt-base" else run.tpt
+        # tpt-splice: TPT_SPLICE=1 splices streams even between loopback peers (tpt copies
+        # there by default), the setting to compare with HAProxy's forced splice
+        env = dict(os.environ, TPT_SPLICE="1") if who == "tpt-splice" else None
+        return peers.start_tpt(run.procs, who, binary, tpt_main_config(run, ports, be), ports,
+                               env=env)
     if who in ("haproxy", "haproxy-splice"):
         splice = "auto" if who == "haproxy" else "forced"
         return peers.start_haproxy(run.procs, who, haproxy_main_config(run, ports, be, splice),
                                    ports)
     if who == "nginx":
         return peers.start_nginx(run.procs, "nginx", nginx_main_config(run, ports, be), ports)
-    raise SystemExit(f"unknown proxy {who} (tpt tpt-base haproxy haproxy-splice nginx)")
+    raise SystemExit(f"unknown proxy {who} (tpt tpt-base tpt-splice haproxy haproxy-splice "
+                     "nginx)")
 
 
 def measure_rss(run, proxies, be):
@@ -493,6 +498,9 @@ def phase_connect(run):
                 r = loadgen(run, targets, requests, c, [squid] + ([peer] if peer else []))
                 run.record(f"{prefix}_squid_us", who, r["cpu_us"]["squid"])
                 record_load(run, prefix, who, r, cpu_of=peer.name if peer else "squid")
+    if "tpt" in run.profile:
+        targets, requests, peer = rows["tpt+squid"]
+        profiled(run, peer, "connect-serial", lambda: loadgen(run, targets, requests, 1))
     connect_listener(run, squid, backend_port, via_clients)
     run.procs.stop_all()
 

@@ -10,7 +10,7 @@ import statistics
 import sys
 
 PEERS = ("haproxy", "haproxy-splice", "nginx")
-MAIN_COLUMNS = ("direct", "tpt", "tpt-base") + PEERS
+MAIN_COLUMNS = ("direct", "tpt", "tpt-base", "tpt-splice") + PEERS
 
 # figure, label, larger is better (None: not compared, shown for what it says about the
 # load), unit formatter, target for tpt / best peer
@@ -32,6 +32,8 @@ MAIN_FIGURES = [
 
 # Each peer's setting for the figure, as bench/peers.py configures it.
 SETTINGS = {
+    "tpt": "2 workers, log warn, no admin; copies between loopback peers (its default)",
+    "tpt-splice": "tpt with TPT_SPLICE=1: splices streams even between loopback peers",
     "haproxy": "nbthread 2, option splice-auto, tcp-smart-connect; client-first listeners: "
                "defer-accept + tcp-smart-accept; SNI: inspect-delay, req.ssl_hello_type 1, "
                "req.ssl_sni map + map_end wildcard",

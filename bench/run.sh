@@ -19,7 +19,8 @@
 #   TESTS              phases and figures [rss iperf wrk sni syscalls http connect reload capture]
 #   PROXIES            peers of the main comparison [tpt haproxy haproxy-splice nginx]
 #                      (haproxy: option splice-auto; haproxy-splice: splice-request +
-#                      splice-response forced); tpt-base is added when TPT_BASE_BIN is set
+#                      splice-response forced; tpt-splice: tpt with TPT_SPLICE=1, splicing
+#                      even between loopback peers); tpt-base is added when TPT_BASE_BIN is set
 #   DIRECT             1: also run each load straight to its backends (the limit) [1]
 #   TUNNELS            idle tunnels for the RSS figure [9000]; a proxy holds two descriptors
 #                      per tunnel and the hard RLIMIT_NOFILE here is 20000, so 10,000 tunnels
@@ -37,9 +38,10 @@
 #   RELOAD_ROUTES, RELOADS, RELOAD_RATE   routes of the reload config, POST /reload timings,
 #                      paced connections/s of the latency run [10000, 20, 2000]
 #   PROFILE            peers to profile (perf record -e cpu-clock -g) in an extra, unrecorded
-#                      run of the SNI load and of the plain new-connections load, and tpt
-#                      during RELOADS reloads: e.g. "tpt nginx" [none]; needs KEEP=1 to keep
-#                      the perf.data files
+#                      run of the SNI load and of the plain new-connections load; with tpt,
+#                      also tpt during RELOADS reloads and during the one-at-a-time CONNECT
+#                      load through squid: e.g. "tpt nginx" [none]; needs KEEP=1 to keep the
+#                      perf.data files (the flat .txt views are kept beside them)
 #   KEEP=1             keep the temp dir (configs, logs, raw outputs, results.jsonl)
 set -euo pipefail
 
