@@ -79,17 +79,36 @@ def children(pid):
     return sorted(found)
 
 
-def listening(port, host="127.0.0.1"):
-    """True when a socket listens on host:port, an IPv4 address (read from /proc, without
+def listen_inodes(port, host="127.0.0.1"):
+    """The socket inodes listening on host:port, an IPv4 address (read from /proc, without
     connecting: a probe connection would count as a test for iperf3)."""
     want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    found = set()
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
             fields = line.split()
             if fields[1] == want and fields[3] == "0A":  # 0A = TCP_LISTEN
-                return True
-    return False
+                found.add(fields[9])
+    return found
+
+
+def listening(port, host="127.0.0.1"):
+    return bool(listen_inodes(port, host))
+
+
+def holding(pids, inodes):
+    """The pids among `pids` that hold a descriptor of one of the socket `inodes`."""
+    links = {f"socket:[{i}]" for i in inodes}
+    found = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in links for fd in fds):
+                found.append(pid)
+        except OSError:
+            continue  # the process or the descriptor went away meanwhile
+    return found
 
 
 def wait_for(predicate, seconds, interval=0.05):

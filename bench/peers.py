@@ -7,7 +7,6 @@ import os
 import pwd
 import signal
 import subprocess
-import time
 
 import lib
 
@@ -296,9 +295,28 @@ http_access deny all
     proc = procs.start(name, ["squid", "--foreground" if workers > 1 else "-N", "-f", conf])
     procs.wait_listening(proc, [port], seconds=30)
     if workers > 1:
-        wait_children(proc, workers)
-        time.sleep(1.0)  # SMP workers share the port through the coordinator once all are up
+        # SMP: the coordinator (kid squid-coord-N, which holds the port too) opens the port
+        # and hands it to each worker; wait until every worker holds it (a worker without it
+        # would leave the load to the others).
+        ok = lib.wait_for(lambda: len(lib.holding(squid_workers(proc.pid),
+                                                  lib.listen_inodes(port))) >= workers, 30)
+        if not ok:
+            raise SystemExit(f"squid's {workers} workers did not all take port {port}:\n"
+                             f"{procs.log_text(name)}")
     return Peer(name, proc, {"connect": port})
+
+
+def squid_workers(pid):
+    """The SMP kids of squid's master that are workers (not the coordinator)."""
+    found = []
+    for kid in lib.children(pid):
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as f:
+                if b"-coord-" not in f.read():
+                    found.append(kid)
+        except OSError:
+            continue
+    return found
 
 
 # --- backends -------------------------------------------------------------------------------
