@@ -110,6 +110,8 @@ def ab_table(med):
         spec = next((f for f in MAIN_FIGURES if f[0] == fig), None)
         if fig.startswith("sys:") or fig in ("sys_tool", "skip") or (spec and spec[2] is None):
             continue  # the syscall table has the calls one by one
+        if fig.endswith("_client_us"):
+            continue  # the load generator's CPU: not a figure of tpt's
         base = {k: v for k, v in by.items() if k.startswith("tpt-base")}
         for base_who, b in base.items():
             who = base_who.replace("tpt-base", "tpt")
