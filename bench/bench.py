@@ -148,8 +148,9 @@ def record_load(run, prefix, who, rep, cpu_of=None):
     if cpu is not None:
         run.record(f"{prefix}_cpu_us", who, cpu)
     errors = {k: v for k, v in rep["errors"].items() if v}
-    print(f"{prefix:10s} {who:14s} {rep['conn_per_s']:9.0f} conn/s  p50 {rep['p50_ms']:.3f} ms"
-          f"  p99 {rep['p99_ms']:.3f} ms  cpu/conn {rep['cpu_us']} us  machine "
+    peers_cpu = ", ".join(f"{k} {v:.1f}" for k, v in rep["cpu_us"].items()) or "-"
+    print(f"{prefix:14s} {who:14s} {rep['conn_per_s']:9.0f} conn/s  p50 {rep['p50_ms']:.3f} ms"
+          f"  p99 {rep['p99_ms']:.3f} ms  cpu/conn {peers_cpu} us  machine "
           f"{rep['machine_us']:.1f} us  client {rep['cpu_us_per_conn']:.1f} us"
           f"  errors {errors or 0}", flush=True)
 
