@@ -1,26 +1,17 @@
 #!/usr/bin/python3
-"""Helpers for bench/run.sh: free ports, process CPU and RSS, output parsers, the idle-tunnel
-client and backend, and the final table. Standard library only (and the e2e tests' port
-allocator); loopback only.
+"""Measuring helpers for bench/bench.py: free ports, process and machine CPU, RSS, output
+parsers, the ClientHellos and request files of tpt_loadgen, and the idle-tunnel client and
+backend. Standard library only (and the e2e tests' port allocator); loopback only.
 
-  lib.py ports N                      N free loopback TCP ports, one per line
-  lib.py cpu PID...                   utime+stime of the processes, in seconds
-  lib.py rss PID...                   summed VmRSS of the processes, in bytes
-  lib.py wait-port PORT SECONDS       exit 0 once 127.0.0.1:PORT listens, 1 at the deadline
-  lib.py iperf JSON                   "<bits_per_second> <bytes>" of an iperf3 -J result
-  lib.py wrk TEXT                     "<requests_per_second> <p99_ms> <errors>" of wrk --latency
-  lib.py idle-backend PORT STATUS     accepts and holds connections, writes the count to STATUS
-  lib.py idle-client PORT N STATUS SECONDS PID...
-                                      opens N connections to PORT, waits until the backend
-                                      holds N, prints "<rss_before> <rss_after> <n>" of PIDs
-  lib.py table RESULTS                prints the comparison table of a results file (medians)
+    lib.py idle-backend PORT STATUS   accepts and holds connections, writes the count to STATUS
+                                      (run as a subprocess by bench.py; ended by SIGTERM)
 """
 import json
 import os
 import re
 import selectors
 import socket
-import statistics
+import struct
 import sys
 import time
 
@@ -37,7 +28,10 @@ def free_ports(n):
     return [free_port() for _ in range(n)]
 
 
+# --- /proc ----------------------------------------------------------------------------------
+
 def cpu_seconds(pids):
+    """utime+stime of the processes (all their threads), in seconds."""
     total = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
@@ -45,6 +39,19 @@ def cpu_seconds(pids):
             fields = f.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
     return total / CLK_TCK
+
+
+def thread_cpu_seconds(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds():
+    """Busy time of all CPUs together (everything but idle and iowait), in seconds."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
 
 
 def rss_bytes(pids):
@@ -57,27 +64,63 @@ def rss_bytes(pids):
     return total
 
 
-def listening(port):
-    """True when a socket listens on 127.0.0.1:port (read from /proc, without connecting: a
-    probe connection would count as a test for iperf3)."""
-    want = f"0100007F:{port:04X}"
+def children(pid):
+    """The pids of pid's direct children (nginx's and squid's workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
+def listen_inodes(port, host="127.0.0.1"):
+    """The socket inodes listening on host:port, an IPv4 address (read from /proc, without
+    connecting: a probe connection would count as a test for iperf3)."""
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    found = set()
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
             fields = line.split()
             if fields[1] == want and fields[3] == "0A":  # 0A = TCP_LISTEN
-                return True
-    return False
+                found.add(fields[9])
+    return found
 
 
-def wait_port(port, seconds):
+def listening(port, host="127.0.0.1"):
+    return bool(listen_inodes(port, host))
+
+
+def holding(pids, inodes):
+    """The pids among `pids` that hold a descriptor of one of the socket `inodes`."""
+    links = {f"socket:[{i}]" for i in inodes}
+    found = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in links for fd in fds):
+                found.append(pid)
+        except OSError:
+            continue  # the process or the descriptor went away meanwhile
+    return found
+
+
+def wait_for(predicate, seconds, interval=0.05):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if listening(port):
+        if predicate():
             return True
-        time.sleep(0.05)
-    return False
+        time.sleep(interval)
+    return predicate()
 
+
+# --- tool outputs ---------------------------------------------------------------------------
 
 def parse_iperf(path):
     with open(path) as f:
@@ -91,8 +134,8 @@ def parse_iperf(path):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
-def parse_wrk(path):
-    text = open(path).read()
+def parse_wrk(text):
+    """(requests/s, p99 ms, errors) of `wrk --latency` output."""
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
     if not rps or not p99:
@@ -106,6 +149,117 @@ def parse_wrk(path):
         errors += int(m.group(1))
     return float(rps.group(1)), float(p99.group(1)) * UNITS[p99.group(2)], errors
 
+
+def parse_perf_syscalls(path):
+    """{syscall: count} of `perf stat -x, -e 'syscalls:sys_enter_*'` output, non-zero only."""
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if len(fields) < 3 or not fields[2].startswith("syscalls:sys_enter_"):
+                continue
+            try:
+                n = int(fields[0])
+            except ValueError:
+                continue  # <not counted>, <not supported>
+            if n:
+                counts[fields[2][len("syscalls:sys_enter_"):]] = n
+    return counts
+
+
+def parse_strace_summary(path):
+    """{syscall: calls} of `strace -c` output (the fallback where perf has no tracepoints)."""
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            # % time, seconds, usecs/call, calls, [errors], syscall
+            if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+                counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+# --- ClientHellos and request files ---------------------------------------------------------
+
+def _u16(n):
+    return struct.pack("!H", n)
+
+
+def _hello_extensions(record):
+    """(bytes before the extensions block, [(type, data)]) of a one-record ClientHello."""
+    if record[0] != 22 or record[5] != 1:
+        raise ValueError("not a TLS handshake record carrying a ClientHello")
+    body = record[9:9 + int.from_bytes(record[6:9], "big")]
+    pos = 2 + 32                                  # client_version, random
+    pos += 1 + body[pos]                          # session_id
+    pos += 2 + int.from_bytes(body[pos:pos + 2], "big")   # cipher_suites
+    pos += 1 + body[pos]                          # compression_methods
+    end = pos + 2 + int.from_bytes(body[pos:pos + 2], "big")
+    head, pos = body[:pos], pos + 2
+    extensions = []
+    while pos < end:
+        ext_type = int.from_bytes(body[pos:pos + 2], "big")
+        length = int.from_bytes(body[pos + 2:pos + 4], "big")
+        extensions.append((ext_type, body[pos + 4:pos + 4 + length]))
+        pos += 4 + length
+    return head, extensions
+
+
+def hello_with_sni(template, name):
+    """The captured ClientHello `template` (one TLS record) with its server_name extension
+    (RFC 6066 §3) carrying `name` instead; every enclosing length is recomputed (extension,
+    extensions block, handshake message, record). A padding extension (RFC 7685, which
+    OpenSSL adds to keep a hello of 256-511 bytes out of that range) shrinks or grows by
+    the name's change, so the hello keeps its captured size where it can."""
+    head, extensions = _hello_extensions(template)
+    host = name.encode("ascii")
+    server_name = b"\x00" + _u16(len(host)) + host             # host_name(0)
+    sni = _u16(len(server_name)) + server_name
+    delta = 0
+    out = []
+    for ext_type, data in extensions:
+        if ext_type == 0:
+            delta = len(sni) - len(data)
+            data = sni
+        out.append([ext_type, data])
+    for ext in out:
+        if ext[0] == 21 and len(ext[1]) >= delta:   # padding: zero bytes
+            ext[1] = bytes(len(ext[1]) - delta)
+    if not any(t == 0 for t, _ in out):
+        raise ValueError("the template has no server_name extension")
+    block = b"".join(_u16(t) + _u16(len(d)) + d for t, d in out)
+    body = head + _u16(len(block)) + block
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + body
+    return template[:3] + _u16(len(handshake)) + handshake
+
+
+def hello_sni(record):
+    """The host_name of a one-record ClientHello (to check hello_with_sni's output)."""
+    for ext_type, data in _hello_extensions(record)[1]:
+        if ext_type == 0:
+            return data[5:5 + int.from_bytes(data[3:5], "big")].decode("ascii")
+    return None
+
+
+def write_requests(path, entries):
+    """tpt_loadgen's request file (bench/loadgen/wire.hpp): entries of (backend index,
+    prelude bytes, payload bytes)."""
+    with open(path, "wb") as f:
+        for backend, prelude, payload in entries:
+            f.write(struct.pack("!HI", backend, len(prelude)) + prelude)
+            f.write(struct.pack("!I", len(payload)) + payload)
+
+
+def connect_prelude(target):
+    return f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("ascii")
+
+
+def http_request_head(host):
+    return (f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tpt-loadgen\r\n"
+            f"Accept: */*\r\n\r\n").encode("ascii")
+
+
+# --- idle tunnels ---------------------------------------------------------------------------
 
 def idle_backend(port, status_path):
     """Accepts connections and keeps them open without sending; counts the open ones."""
@@ -129,7 +283,7 @@ def idle_backend(port, status_path):
             last_written = open_count
 
     publish()
-    while True:  # ended by SIGTERM from run.sh
+    while True:  # ended by SIGTERM from bench.py
         for key, _ in sel.select(timeout=0.1):
             if key.data is None:
                 for _ in range(256):
@@ -159,17 +313,10 @@ def read_count(status_path):
         return -1
 
 
-def wait_count(status_path, want, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if read_count(status_path) == want:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def idle_client(port, n, status_path, seconds, pids):
-    if not wait_count(status_path, 0, seconds):
+def idle_tunnels_rss(port, n, status_path, seconds, pids):
+    """Opens n connections to port, waits until the idle backend holds n, and returns
+    (RSS of pids before, after, n); closes them all before returning."""
+    if not wait_for(lambda: read_count(status_path) == 0, seconds):
         raise SystemExit(f"idle backend still holds {read_count(status_path)} connections")
     time.sleep(1.0)  # let the proxy settle after the previous test (RSS is sampled, not synced)
     before = rss_bytes(pids)
@@ -181,107 +328,22 @@ def idle_client(port, n, status_path, seconds, pids):
             s.settimeout(max(0.1, deadline - time.monotonic()))
             s.connect(("127.0.0.1", port))
             socks.append(s)
-        if not wait_count(status_path, n, max(0.1, deadline - time.monotonic())):
+        if not wait_for(lambda: read_count(status_path) == n,
+                        max(0.1, deadline - time.monotonic())):
             raise SystemExit(f"backend holds {read_count(status_path)} of {n} tunnels "
                              f"at the deadline")
         time.sleep(1.0)
-        after = rss_bytes(pids)
-        print(before, after, n)
+        return before, rss_bytes(pids), n
     finally:
         for s in socks:
             s.close()
 
 
-def fmt_value(key, v):
-    if v is None:
-        return "-"
-    if key == "throughput":
-        return f"{v / 1e9:.2f} Gbit/s"
-    if key in ("rps_keepalive", "rps_close"):
-        return f"{v:,.0f}/s"
-    if key == "p99_keepalive":
-        return f"{v:.2f} ms"
-    if key == "rss_per_tunnel":
-        return f"{v:,.0f} B"
-    if key == "cpu_per_gb":
-        return f"{v:.2f} s"
-    return str(v)
-
-
-# metric key, label, True when larger is better, target for tpt/haproxy
-METRICS = [
-    ("throughput", "single-stream throughput (iperf3)", True, ">= 1.2"),
-    ("rps_keepalive", "keep-alive requests/s (wrk -c64)", True, None),
-    ("p99_keepalive", "keep-alive p99 latency", False, "<= 1.0"),
-    ("rps_close", "new connections/s (Connection: close)", True, ">= 1.1"),
-    ("rss_per_tunnel", "RSS per idle tunnel", False, "<= 0.5"),
-    ("cpu_per_gb", "CPU seconds per GB relayed", False, None),
-]
-
-
-def table(path):
-    """One row per metric, one column per proxy (the median of its runs), ratios to HAProxy."""
-    runs = {}
-    with open(path) as f:
-        for line in f:
-            rec = json.loads(line)
-            runs.setdefault(rec["metric"], {}).setdefault(rec["who"], []).append(rec["value"])
-    results = {m: {who: statistics.median(v) for who, v in by.items()} for m, by in runs.items()}
-    present = {who for by in results.values() for who in by}
-    order = ("direct", "tpt", "tpt-copy", "tpt-splice", "haproxy", "haproxy-splice", "nginx")
-    columns = [c for c in order if c in present]
-    compared = [c for c in columns if c not in ("direct", "haproxy")]
-    header = ["metric"] + columns + [f"{c}/haproxy" for c in compared] + ["tpt target"]
-    rows = []
-    for key, label, _, target in METRICS:
-        if key not in results:
-            continue
-        vals = results[key]
-        row = [label] + [fmt_value(key, vals.get(c)) for c in columns]
-        base = vals.get("haproxy")
-        for who in compared:
-            v = vals.get(who)
-            row.append(f"{v / base:.2f}x" if v is not None and base else "-")
-        if target and vals.get("tpt") is not None and base:
-            ratio = vals["tpt"] / base
-            op, bound = target.split()
-            ok = ratio >= float(bound) if op == ">=" else ratio <= float(bound)
-            row.append(f"{target} {'met' if ok else 'MISSED'}")
-        else:
-            row.append(target or "-")
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    print("-|-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
 def main(argv):
-    cmd, args = argv[1], argv[2:]
-    if cmd == "ports":
-        print("\n".join(str(p) for p in free_ports(int(args[0]))))
-    elif cmd == "cpu":
-        print(f"{cpu_seconds(args):.3f}")
-    elif cmd == "rss":
-        print(rss_bytes(args))
-    elif cmd == "wait-port":
-        return 0 if wait_port(int(args[0]), float(args[1])) else 1
-    elif cmd == "iperf":
-        bps, nbytes = parse_iperf(args[0])
-        print(f"{bps:.0f} {nbytes}")
-    elif cmd == "wrk":
-        rps, p99, errors = parse_wrk(args[0])
-        print(f"{rps:.1f} {p99:.3f} {errors}")
-    elif cmd == "idle-backend":
-        idle_backend(int(args[0]), args[1])
-    elif cmd == "idle-client":
-        idle_client(int(args[0]), int(args[1]), args[2], float(args[3]), args[4:])
-    elif cmd == "table":
-        table(args[0])
-    else:
-        raise SystemExit(f"unknown command {cmd}")
-    return 0
+    if len(argv) == 4 and argv[1] == "idle-backend":
+        idle_backend(int(argv[2]), argv[3])
+        return 0
+    raise SystemExit(__doc__)
 
 
 if __name__ == "__main__":

@@ -432,174 +432,213 @@ def sum_metric(text, name):
 
 # --- the run ---------------------------------------------------------------------------------
 
-def soak(binary, seconds, workers, long_workers, out=print, env=None):
-    failures = []
-    ports = {k: free_port() for k in ("admin", "plain", "tls", "extra", "other")}
-    backends = {"back_a": Backend("back_a"), "back_b": Backend("back_b")}
-    for name, b in backends.items():
-        ports[name] = b.port
-    workdir = Path(tempfile.mkdtemp(prefix="tpt-soak-"))
-    generation = 0
-    layout = 0
-    text = config_text(layout, ports, generation)
-    proc = TptProcess(binary, text, env=env, workdir=workdir, ready=True)
-    pid = proc.popen.pid
-    hellos = [client_hello(n) for n in ("a.soak.test", "x.soak.test", "y.z.soak.test",
-                                        "other.example", None)]
-    stats = Stats()
-    stop = threading.Event()
-    threads = []
-    rss = []  # (seconds since start, bytes)
-    fds_start = open_fds(pid)
-    sockets_start = open_fds(pid, "socket")
-    workers_of_tpt = len(os.sched_getaffinity(pid))
-    rss_start = proc_status(pid, "VmRSS")
-    reloads = forced = 0
-    reload_latency = []
-    turns = []  # seconds per turn of the control loop (about 1 s; more means it stalled)
-    started = time.monotonic()
-    try:
-        for i in range(workers + long_workers):
-            t = threading.Thread(target=worker,
-                                 args=(1000 + i, ports, hellos, stats, stop, i >= workers),
-                                 daemon=True)
-            t.start()
-            threads.append(t)
+class Soak:
+    """One soak run: tpt, its backends and baselines, the load, the control loop, the end
+    checks and the figures; each step appends what it found wrong to `failures`."""
+
+    def __init__(self, binary, workers, long_workers, env):
+        self.failures = []
+        self.workers, self.long_workers, self.env = workers, long_workers, env
+        self.ports = {k: free_port() for k in ("admin", "plain", "tls", "extra", "other")}
+        self.backends = {"back_a": Backend("back_a"), "back_b": Backend("back_b")}
+        for name, b in self.backends.items():
+            self.ports[name] = b.port
+        workdir = Path(tempfile.mkdtemp(prefix="tpt-soak-"))
+        self.generation = self.layout = 0
+        self.proc = TptProcess(binary, config_text(0, self.ports, 0), env=env, workdir=workdir,
+                               ready=True)
+        self.pid = self.proc.popen.pid
+        self.hellos = [client_hello(n) for n in ("a.soak.test", "x.soak.test", "y.z.soak.test",
+                                                 "other.example", None)]
+        self.stats = Stats()
+        self.rss = []  # (seconds since start, bytes)
+        self.fds_start = open_fds(self.pid)
+        self.sockets_start = open_fds(self.pid, "socket")
+        self.workers_of_tpt = len(os.sched_getaffinity(self.pid))
+        self.rss_start = proc_status(self.pid, "VmRSS")
+        self.fds_end = self.rss_end = self.pipes_end = 0
+        self.reloads = self.forced = 0
+        self.reload_latency = []
+        self.turns = []  # seconds per turn of the control loop (about 1 s; more: it stalled)
+        self.loaded = self.elapsed = 0.0
+
+    def run_load(self, seconds):
+        """The client threads for `seconds`, with the control loop's reloads meanwhile."""
+        stop = threading.Event()
+        threads = []
+        started = time.monotonic()
+        try:
+            for i in range(self.workers + self.long_workers):
+                t = threading.Thread(target=worker, args=(1000 + i, self.ports, self.hellos,
+                                                          self.stats, stop, i >= self.workers),
+                                     daemon=True)
+                t.start()
+                threads.append(t)
+            self.control_loop(started, seconds)
+        finally:
+            self.loaded = time.monotonic() - started
+            stop.set()
+            for t in threads:
+                t.join(3 * IO_TIMEOUT)
+        self.elapsed = time.monotonic() - started
+        stuck_threads = sum(t.is_alive() for t in threads)
+        if stuck_threads:
+            self.failures.append(f"{stuck_threads} client threads still running after the stop")
+
+    def control_loop(self, started, seconds):
+        """Every second a reload (every fifth by POST /reload); RSS sampled every 2 s."""
         next_sample = started
         tick = 0
         turn_start = time.monotonic()
         while time.monotonic() - started < seconds:
-            turns.append(time.monotonic() - turn_start)
+            self.turns.append(time.monotonic() - turn_start)
             turn_start = time.monotonic()
-            if proc.popen.poll() is not None:
-                failures.append(f"tpt exited with {proc.popen.returncode}")
+            if self.proc.popen.poll() is not None:
+                self.failures.append(f"tpt exited with {self.proc.popen.returncode}")
                 break
             now = time.monotonic()
             if now >= next_sample:
-                rss.append((now - started, proc_status(pid, "VmRSS")))
+                self.rss.append((now - started, proc_status(self.pid, "VmRSS")))
                 next_sample += 2.0
             tick += 1
             t0 = time.monotonic()
             if tick % 5 == 0:
-                status, _, body = http_request(proc.admin + "/reload", "POST", timeout=10)
-                if status != 200:
-                    failures.append(f"POST /reload answered {status}: {body[:200]!r}")
-                forced += 1
+                self.post_reload()
             else:
-                generation += 1
-                layout ^= 1
-                text = config_text(layout, ports, generation)
-                tmp = proc.config_path.with_name(".tpt.yaml.tmp")
-                tmp.write_text(text)
-                os.rename(tmp, proc.config_path)
-                want = hashlib.sha256(text.encode()).hexdigest()
-                try:
-                    wait_until(lambda: config_sha(proc.admin) == want, 2.0,
-                               f"reload {generation} live")
-                except AssertionError as exc:
-                    failures.append(str(exc))
-                reloads += 1
-            reload_latency.append(time.monotonic() - t0)
+                self.replace_config()
+            self.reload_latency.append(time.monotonic() - t0)
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
-    finally:
-        loaded = time.monotonic() - started
-        stop.set()
-        for t in threads:
-            t.join(3 * IO_TIMEOUT)
-        stuck_threads = sum(t.is_alive() for t in threads)
-    elapsed = time.monotonic() - started
-    if stuck_threads:
-        failures.append(f"{stuck_threads} client threads still running after the stop")
 
-    alive = proc.popen.poll() is None
-    if alive:
+    def post_reload(self):
+        status, _, body = http_request(self.proc.admin + "/reload", "POST", timeout=10)
+        if status != 200:
+            self.failures.append(f"POST /reload answered {status}: {body[:200]!r}")
+        self.forced += 1
+
+    def replace_config(self):
+        """The other layout, renamed over the config; waits until /config shows it live."""
+        self.generation += 1
+        self.layout ^= 1
+        text = config_text(self.layout, self.ports, self.generation)
+        tmp = self.proc.config_path.with_name(".tpt.yaml.tmp")
+        tmp.write_text(text)
+        os.rename(tmp, self.proc.config_path)
+        want = hashlib.sha256(text.encode()).hexdigest()
+        try:
+            wait_until(lambda: config_sha(self.proc.admin) == want, 2.0,
+                       f"reload {self.generation} live")
+        except AssertionError as exc:
+            self.failures.append(str(exc))
+        self.reloads += 1
+
+    def check_settled(self):
+        """After the load: no active connection, descriptors back, the reload counters."""
         def settled():
-            m = proc.metrics()
+            m = self.proc.metrics()
             return sum_metric(m, "tpt_active_connections") == 0 and m
         try:
             final_metrics = wait_until(settled, 15, "tpt_active_connections back to 0")
         except AssertionError as exc:
-            failures.append(str(exc))
-            final_metrics = proc.metrics()
+            self.failures.append(str(exc))
+            final_metrics = self.proc.metrics()
         # Sockets come back to their start count; pipes are the relay's pool (splice), at
         # most max_pooled_pipes (32) per worker, two descriptors each.
-        pipe_bound = 2 * 32 * workers_of_tpt
+        pipe_bound = 2 * 32 * self.workers_of_tpt
         try:
-            wait_until(lambda: open_fds(pid, "socket") <= sockets_start, 15,
-                       f"open sockets back to {sockets_start}")
+            wait_until(lambda: open_fds(self.pid, "socket") <= self.sockets_start, 15,
+                       f"open sockets back to {self.sockets_start}")
         except AssertionError as exc:
-            failures.append(f"{exc}: {open_fds(pid, 'socket')} open")
-        pipes_end = open_fds(pid, "pipe")
-        if pipes_end > pipe_bound:
-            failures.append(f"{pipes_end} pipe descriptors open, the pool holds at most "
-                            f"{pipe_bound}")
-        fds_end = open_fds(pid)
-        rss_end = proc_status(pid, "VmRSS")
-        ok_reloads = metric_value(final_metrics, "tpt_config_reloads_total",
-                                  {"result": "success"}) or 0
-        bad_reloads = metric_value(final_metrics, "tpt_config_reloads_total",
-                                   {"result": "failure"}) or 0
-        if ok_reloads != reloads + forced or bad_reloads != 0:
-            failures.append(f"reload counters: success={ok_reloads} failure={bad_reloads}, "
-                            f"expected {reloads + forced} and 0")
-        if http_get(proc.admin + "/healthz")[0] != 200:
-            failures.append("/healthz is not 200 at the end")
-    else:
-        fds_end = rss_end = pipes_end = 0
-    code = proc.stop(timeout=30)
-    if alive and code != 0:
-        failures.append(f"tpt exited {code} on SIGTERM")
-    log = proc.log_text()
-    for marker in SANITIZER_MARKERS:
-        i = log.find(marker)
-        if i >= 0:
-            failures.append("sanitizer report in tpt's log:\n" + log[max(0, i - 200):i + 3000])
-            break
-    errors = [r for r in log_records(log) if r.get("level") in ("error", "critical")]
-    if errors:
-        failures.append(f"{len(errors)} error lines in tpt's log, first: {errors[0]}")
-    for b in backends.values():
-        b.close()
+            self.failures.append(f"{exc}: {open_fds(self.pid, 'socket')} open")
+        self.pipes_end = open_fds(self.pid, "pipe")
+        if self.pipes_end > pipe_bound:
+            self.failures.append(f"{self.pipes_end} pipe descriptors open, the pool holds at "
+                                 f"most {pipe_bound}")
+        self.fds_end = open_fds(self.pid)
+        self.rss_end = proc_status(self.pid, "VmRSS")
+        ok = metric_value(final_metrics, "tpt_config_reloads_total", {"result": "success"}) or 0
+        bad = metric_value(final_metrics, "tpt_config_reloads_total", {"result": "failure"}) or 0
+        if ok != self.reloads + self.forced or bad != 0:
+            self.failures.append(f"reload counters: success={ok} failure={bad}, expected "
+                                 f"{self.reloads + self.forced} and 0")
+        if http_get(self.proc.admin + "/healthz")[0] != 200:
+            self.failures.append("/healthz is not 200 at the end")
 
-    # RSS: flat after warm-up.
-    def median_between(lo, hi):
-        vals = [v for t, v in rss if lo * loaded <= t < hi * loaded]
-        return statistics.median(vals) if vals else None
-    q2, q4 = median_between(0.25, 0.5), median_between(0.75, 1.01)
-    if (not q2 or not q4) and alive and seconds >= 20:
-        failures.append(f"too few RSS samples: {rss}")
-    if q2 and q4:
-        allowed = max(0.10 * q2, 4 * MiB)
-        if q4 - q2 > allowed:
-            failures.append(f"RSS grew: second-quarter median {q2 / MiB:.1f} MiB, last-quarter "
-                            f"median {q4 / MiB:.1f} MiB (allowed +{allowed / MiB:.1f} MiB)")
-    failures += stats.failures
+    def stop(self, alive):
+        """Stops tpt (exit 0 on SIGTERM) and the backends; checks tpt's log."""
+        code = self.proc.stop(timeout=30)
+        if alive and code != 0:
+            self.failures.append(f"tpt exited {code} on SIGTERM")
+        log = self.proc.log_text()
+        for marker in SANITIZER_MARKERS:
+            i = log.find(marker)
+            if i >= 0:
+                self.failures.append("sanitizer report in tpt's log:\n"
+                                     + log[max(0, i - 200):i + 3000])
+                break
+        errors = [r for r in log_records(log) if r.get("level") in ("error", "critical")]
+        if errors:
+            self.failures.append(f"{len(errors)} error lines in tpt's log, first: {errors[0]}")
+        for b in self.backends.values():
+            b.close()
 
-    tunnels = sum(stats.count.values())
-    if env:
-        out("tpt environment: " + " ".join(f"{k}={v}" for k, v in env.items()))
-    out(f"soak: {loaded:.0f} s under load ({elapsed:.0f} s with the drain), {workers} "
-        f"short-tunnel workers + {long_workers} long")
-    out(f"tunnels: {tunnels} ({', '.join(f'{k}={v}' for k, v in sorted(stats.count.items()))})")
-    out(f"bytes: {stats.bytes_sent} sent, {stats.bytes_received} received by clients "
-        f"({(stats.bytes_sent + stats.bytes_received) / MiB:.0f} MiB)")
-    out(f"longest tunnel: {stats.max_duration:.1f} s")
-    out(f"reloads: {reloads} by file rename + {forced} by POST /reload; worst time to live "
-        f"{max(reload_latency, default=0):.2f} s")
-    out(f"RSS: start {rss_start / MiB:.1f} MiB, end {rss_end / MiB:.1f} MiB, "
-        f"peak {max((v for _, v in rss), default=0) / MiB:.1f} MiB, median Q2 "
-        f"{(q2 or 0) / MiB:.1f} MiB, Q4 {(q4 or 0) / MiB:.1f} MiB")
-    out(f"fds: start {fds_start} ({sockets_start} sockets), end {fds_end} ({pipes_end} pipes "
-        f"pooled)")
-    out(f"control loop: longest turn {max(turns, default=0):.2f} s")
-    out("backends accepted: " + ", ".join(f"{n}={b.accepted}" for n, b in backends.items()))
-    if failures:
-        out(f"FAILED: {len(failures)} problem(s)")
-        for f in failures[:20]:
-            out("  " + f)
-    else:
-        out("soak: PASSED")
-    return failures
+    def check_rss(self, alive, seconds):
+        """RSS flat after warm-up: the last quarter's median within max(10 %, 4 MiB) of the
+        second quarter's. Returns both medians."""
+        def median_between(lo, hi):
+            vals = [v for t, v in self.rss if lo * self.loaded <= t < hi * self.loaded]
+            return statistics.median(vals) if vals else None
+        q2, q4 = median_between(0.25, 0.5), median_between(0.75, 1.01)
+        if (not q2 or not q4) and alive and seconds >= 20:
+            self.failures.append(f"too few RSS samples: {self.rss}")
+        if q2 and q4:
+            allowed = max(0.10 * q2, 4 * MiB)
+            if q4 - q2 > allowed:
+                self.failures.append(f"RSS grew: second-quarter median {q2 / MiB:.1f} MiB, "
+                                     f"last-quarter median {q4 / MiB:.1f} MiB (allowed "
+                                     f"+{allowed / MiB:.1f} MiB)")
+        return q2, q4
+
+    def report(self, out, q2, q4):
+        stats = self.stats
+        if self.env:
+            out("tpt environment: " + " ".join(f"{k}={v}" for k, v in self.env.items()))
+        out(f"soak: {self.loaded:.0f} s under load ({self.elapsed:.0f} s with the drain), "
+            f"{self.workers} short-tunnel workers + {self.long_workers} long")
+        out(f"tunnels: {sum(stats.count.values())} "
+            f"({', '.join(f'{k}={v}' for k, v in sorted(stats.count.items()))})")
+        out(f"bytes: {stats.bytes_sent} sent, {stats.bytes_received} received by clients "
+            f"({(stats.bytes_sent + stats.bytes_received) / MiB:.0f} MiB)")
+        out(f"longest tunnel: {stats.max_duration:.1f} s")
+        out(f"reloads: {self.reloads} by file rename + {self.forced} by POST /reload; worst "
+            f"time to live {max(self.reload_latency, default=0):.2f} s")
+        out(f"RSS: start {self.rss_start / MiB:.1f} MiB, end {self.rss_end / MiB:.1f} MiB, "
+            f"peak {max((v for _, v in self.rss), default=0) / MiB:.1f} MiB, median Q2 "
+            f"{(q2 or 0) / MiB:.1f} MiB, Q4 {(q4 or 0) / MiB:.1f} MiB")
+        out(f"fds: start {self.fds_start} ({self.sockets_start} sockets), end {self.fds_end} "
+            f"({self.pipes_end} pipes pooled)")
+        out(f"control loop: longest turn {max(self.turns, default=0):.2f} s")
+        out("backends accepted: " + ", ".join(f"{n}={b.accepted}"
+                                              for n, b in self.backends.items()))
+        if self.failures:
+            out(f"FAILED: {len(self.failures)} problem(s)")
+            for f in self.failures[:20]:
+                out("  " + f)
+        else:
+            out("soak: PASSED")
+
+
+def soak(binary, seconds, workers, long_workers, out=print, env=None):
+    """The whole run; returns the problems found (none: passed) and prints the figures."""
+    run = Soak(binary, workers, long_workers, env)
+    run.run_load(seconds)
+    alive = run.proc.popen.poll() is None
+    if alive:
+        run.check_settled()
+    run.stop(alive)
+    q2, q4 = run.check_rss(alive, seconds)
+    run.failures += run.stats.failures
+    run.report(out, q2, q4)
+    return run.failures
 
 
 def main():

@@ -16,7 +16,8 @@ test_pkgs=(libgtest-dev libgmock-dev python3 python3-pytest python3-yaml openssl
     prometheus clang-16 libclang-rt-16-dev clang-format-16 clang-tidy-16 unzip iproute2 util-linux procps nftables iptables)
 # qemu-user runs a foreign-architecture image's binary for its smoke test (no binfmt needed).
 image_pkgs=(buildah debootstrap uidmap binutils qemu-user)
-bench_pkgs=(haproxy nginx-light libnginx-mod-stream iperf3 wrk libbenchmark-dev linux-perf)
+bench_pkgs=(haproxy nginx-light libnginx-mod-stream iperf3 wrk libbenchmark-dev linux-perf squid strace
+    iproute2 util-linux)
 
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
