@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TptProcess, free_port, metric_value, wait_access, wait_until
+from helpers import TptProcess, access_records, free_port, metric_value, wait_access, wait_until
 from proxy_peers import Squid
 from tls_peers import Pki, TlsServer, _ThreadedServer
 
@@ -31,7 +31,8 @@ TPT_USER = "nobody"  # tpt and squid: the UID the rules exclude
 LISTENER = 15001
 USER = "tpt"
 PASSWORD = "Transparent-Squid-Pw-81c3"
-NAMES = ["tls-a.test", "web.test", "a.direct.test", "v6.direct.test"]
+NAMES = ["tls-a.test", "web.test", "a.direct.test", "v6.direct.test", "once.direct.test",
+         "live.direct.test", "new.direct.test"]
 
 pytestmark = pytest.mark.capture
 
@@ -244,6 +245,80 @@ def test_ipv6_is_captured_with_its_original_destination(world):
     assert rec["client"].startswith("[")  # an IPv6 client, on the [::1] listener
 
 
+def test_ipv6_through_the_corporate_proxy(world):
+    squid = world["squid"]
+    mark = squid.log_mark()
+    # The app reaches tls-a.test by IPv6; squid resolves the name itself (to 127.0.0.5).
+    body = curl(world, "-g", "--resolve", "tls-a.test:443:[fd00::5]", "https://tls-a.test/")
+    assert body == "upstream=origin sni=tls-a.test"
+    squid.wait_access("CONNECT tls-a.test:443", mark)
+    rec = wait_access(world["tpt"], lambda r: r.get("sni") == "tls-a.test" and
+                      r.get("original_dst") == "[fd00::5]:443")[-1]
+    assert rec["connect_target"] == "tls-a.test:443" and rec["result"] == "ok"
+
+
+def test_an_original_route_reaches_the_server_exactly_once(world):
+    tls, tpt = world["tls"], world["tpt"]
+    labels = {"server": "egress", "route": "*.direct.test", "upstream": "original"}
+    before_server = tls.accepted
+    before_tpt = metric_value(tpt.metrics(), "tpt_route_connections_total", labels) or 0
+    accepted_before = len(access_records(tpt))
+    assert curl(world, "--resolve", "once.direct.test:443:127.0.0.5",
+                "https://once.direct.test/") == "upstream=origin sni=once.direct.test"
+    wait_access(tpt, lambda r: r.get("sni") == "once.direct.test")
+    assert tls.accepted == before_server + 1  # tpt's own connection was not captured again
+    assert metric_value(tpt.metrics(), "tpt_route_connections_total", labels) == before_tpt + 1
+    assert len(access_records(tpt)) == accepted_before + 1
+
+
+LIVE_CLIENT = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(sys.argv[1])
+with socket.create_connection(("127.0.0.5", 443), timeout=20) as raw:
+    with ctx.wrap_socket(raw, server_hostname="live.direct.test") as tls:
+        for line in sys.stdin:
+            tls.sendall(line.encode())
+            got = b""
+            while len(got) < len(line):
+                got += tls.recv(4096)
+            print(got.decode().strip(), flush=True)
+"""
+
+
+def test_reload_changes_new_captured_connections_and_keeps_live_ones(world):
+    tpt = world["tpt"]
+    live = subprocess.Popen(as_app(PY, "-c", LIVE_CLIENT, str(world["pki"].ca_cert)),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    original = tpt.config_path.read_text()
+    try:
+        live.stdin.write("before\n")
+        live.stdin.flush()
+        assert live.stdout.readline().strip() == "before"
+        successes = metric_value(tpt.metrics(), "tpt_config_reloads_total",
+                                 {"result": "success"}) or 0
+        tpt.config_path.write_text(original.replace(
+            '"*.direct.test": { upstream: original, via: {} }', '"*.direct.test": ban'))
+        wait_until(lambda: (metric_value(tpt.metrics(), "tpt_config_reloads_total",
+                                         {"result": "success"}) or 0) > successes, 10,
+                   "the reload")
+        refused = subprocess.run(
+            as_app("curl", "-sS", "--max-time", "10", "--cacert", str(world["pki"].ca_cert),
+                   "--resolve", "new.direct.test:443:127.0.0.5", "https://new.direct.test/"),
+            capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0  # banned now
+        wait_access(tpt, lambda r: r.get("sni") == "new.direct.test" and r["result"] == "ban")
+        live.stdin.write("after the reload\n")
+        live.stdin.flush()
+        assert live.stdout.readline().strip() == "after the reload"  # the live tunnel flows
+    finally:
+        live.stdin.close()
+        live.wait(20)
+        tpt.config_path.write_text(original)
+    rec = wait_access(tpt, lambda r: r.get("sni") == "live.direct.test")[-1]
+    assert rec["result"] == "ok" and rec["upstream"] == "original"
+
+
 NO_SNI_CLIENT = """
 import socket, ssl, sys
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -300,4 +375,5 @@ def test_tpts_own_connections_are_not_captured_again(world):
     accepted = metric_value(world["tpt"].metrics(), "tpt_route_connections_total",
                             {"server": "egress", "route": "*.direct.test",
                              "upstream": "original"})
-    assert accepted == len([r for r in records if r.get("route") == "*.direct.test"])
+    assert accepted == len([r for r in records if r.get("route") == "*.direct.test" and
+                            r.get("upstream") == "original"])
