@@ -1180,10 +1180,11 @@ TEST(ConfigCapture, OriginalIsABuiltInName) {
 TEST(ConfigCapture, AcceptConnectIsExclusiveWithTheOtherModes) {
     for (const std::string mode : {"tls", "http", "transparent"}) {
         SCOPED_TRACE(mode);
-        expect_one_error("servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    accept_connect: true\n"
-                         "    " +
-                             mode + ": true\n",
-                         "servers.s.accept_connect", 4, "cannot be combined");
+        expect_one_error(
+            "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    accept_connect: true\n"
+            "    " +
+                mode + ": true\n",
+            "servers.s.accept_connect", 4, "cannot be combined");
     }
 }
 

@@ -281,11 +281,10 @@ TEST_F(Log, AccessJsonHasNumbersForBytesAndDuration) {
     for (const auto& kv : o) {
         keys.emplace_back(kv.key());
     }
-    EXPECT_EQ(keys,
-              (std::vector<std::string>{"ts", "level", "msg", "server", "listen", "client", "sni",
-                                        "route", "upstream", "connect_target", "original_dst",
-                                        "bytes_to_upstream",
-                                        "bytes_to_client", "duration_ms", "result"}));
+    EXPECT_EQ(keys, (std::vector<std::string>{"ts", "level", "msg", "server", "listen", "client",
+                                              "sni", "route", "upstream", "connect_target",
+                                              "original_dst", "bytes_to_upstream",
+                                              "bytes_to_client", "duration_ms", "result"}));
     EXPECT_EQ(o.at("level").as_string(), "info");
     EXPECT_EQ(o.at("msg").as_string(), "access");
     EXPECT_EQ(o.at("server").as_string(), "proxy");

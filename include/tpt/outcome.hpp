@@ -39,7 +39,8 @@ enum class Outcome : std::uint8_t {
     method_not_allowed,    // SPEC §12: a CONNECT listener got another method (405)
 };
 
-inline constexpr std::size_t outcome_count = static_cast<std::size_t>(Outcome::method_not_allowed) + 1;
+inline constexpr std::size_t outcome_count =
+    static_cast<std::size_t>(Outcome::method_not_allowed) + 1;
 
 std::string_view to_string(Outcome o) noexcept;
 

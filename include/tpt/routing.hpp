@@ -46,8 +46,8 @@ public:
 private:
     std::vector<Route> routes_;  // sni routes in config order, then default last
     using Index = std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>>;
-    Index exact_;     // lower-cased host -> index
-    Index wildcard_;  // suffix after "*." -> index
+    Index exact_;                           // lower-cased host -> index
+    Index wildcard_;                        // suffix after "*." -> index
     std::optional<std::size_t> catch_all_;  // the "*" route: any name
 };
 

@@ -80,8 +80,7 @@ Result<std::vector<tcp::endpoint>> listen_endpoints(const address::HostPort& hp,
 // SPEC §11: where a connection redirected by netfilter (REDIRECT) was going, from
 // SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST (IPv6). nullopt when it was not redirected:
 // no NAT entry, or its original destination is the listener itself (`local`).
-std::optional<tcp::endpoint> original_destination(tcp::socket& socket,
-                                                  const tcp::endpoint& local);
+std::optional<tcp::endpoint> original_destination(tcp::socket& socket, const tcp::endpoint& local);
 
 // --- Fewer system calls than Asio's public API -------------------------------------------
 // Asio's reactor has no public way to say what tpt knows about its descriptors. The three

@@ -682,10 +682,19 @@ std::optional<address::HostPort> Loader::listen_address(const YAML::Node& node,
     return out;
 }
 
-constexpr std::array<std::string_view, 13> server_keys{
-    "listen",         "protocol",       "tls",        "sni",          "default",
-    "maxclients",     "client_hello_timeout",         "idle_timeout", "via",
-    "http",           "transparent",    "accept_connect",             "sni_must_match"};
+constexpr std::array<std::string_view, 13> server_keys{"listen",
+                                                       "protocol",
+                                                       "tls",
+                                                       "sni",
+                                                       "default",
+                                                       "maxclients",
+                                                       "client_hello_timeout",
+                                                       "idle_timeout",
+                                                       "via",
+                                                       "http",
+                                                       "transparent",
+                                                       "accept_connect",
+                                                       "sni_must_match"};
 
 void Loader::server(const Entry& e) {
     Server s;

@@ -30,10 +30,15 @@ constexpr std::array<std::string_view, outcome_count> outcome_names{
 };
 
 // SPEC §6 (and §11, §12): the `reason` values of tpt_route_errors_total.
-constexpr std::array<Outcome, 9> route_errors{
-    Outcome::connect_refused, Outcome::connect_timeout, Outcome::dns,
-    Outcome::proxy_status,    Outcome::proxy_protocol,  Outcome::client_hello_timeout,
-    Outcome::no_original_dst, Outcome::loop,            Outcome::sni_mismatch};
+constexpr std::array<Outcome, 9> route_errors{Outcome::connect_refused,
+                                              Outcome::connect_timeout,
+                                              Outcome::dns,
+                                              Outcome::proxy_status,
+                                              Outcome::proxy_protocol,
+                                              Outcome::client_hello_timeout,
+                                              Outcome::no_original_dst,
+                                              Outcome::loop,
+                                              Outcome::sni_mismatch};
 
 }  // namespace
 

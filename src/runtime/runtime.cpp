@@ -64,8 +64,7 @@ void tune_listener(tcp::acceptor& acceptor, boost::system::error_code& ec) {
     }
 }
 
-std::optional<tcp::endpoint> original_destination(tcp::socket& socket,
-                                                  const tcp::endpoint& local) {
+std::optional<tcp::endpoint> original_destination(tcp::socket& socket, const tcp::endpoint& local) {
     // <linux/netfilter_ipv4.h> SO_ORIGINAL_DST and <linux/netfilter_ipv6/ip6_tables.h>
     // IP6T_SO_ORIGINAL_DST (both 80), without the kernel headers' clashes with netinet/in.h.
     constexpr int original_dst = 80;

@@ -1,3 +1,5 @@
+#include "inbound.hpp"
+
 #include <variant>
 
 #include <boost/asio/as_tuple.hpp>
@@ -6,8 +8,6 @@
 
 #include <tpt/client_hello.hpp>
 #include <tpt/http_head.hpp>
-
-#include "inbound.hpp"
 
 namespace tpt::session {
 

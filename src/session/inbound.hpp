@@ -26,11 +26,11 @@ struct Inbound {
     std::optional<std::string> name;  // SNI, Host or CONNECT host: what the route is chosen by
     bool name_is_ipv6 = false;        // an IPv6 literal (Host or CONNECT), without brackets
     std::optional<tcp::endpoint> original;  // SPEC §11: a redirected connection's destination
-    std::uint16_t connect_port = 0;   // CONNECT host:port's port
-    bool http = false;                // an HTTP request head came (default target port 80)
-    bool closed = false;              // EOF before a verdict: route what came, pass the FIN on
-    bool reset = false;               // a reset or error before a verdict: nothing to route
-    Outcome refused = Outcome::ok;    // CONNECT listener: bad_request or method_not_allowed
+    std::uint16_t connect_port = 0;         // CONNECT host:port's port
+    bool http = false;                      // an HTTP request head came (default target port 80)
+    bool closed = false;            // EOF before a verdict: route what came, pass the FIN on
+    bool reset = false;             // a reset or error before a verdict: nothing to route
+    Outcome refused = Outcome::ok;  // CONNECT listener: bad_request or method_not_allowed
 };
 
 // How a server reads its first bytes.

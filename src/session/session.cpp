@@ -233,9 +233,9 @@ private:
     bool relaying_ = false;
     bool expired_ = false;
     Outcome expiry_ = Outcome::client_hello_timeout;  // what the running deadline's end means
-    bool upstream_loopback_ = true;  // echo: the client is both ends
-    bool client_ended_ = false;      // the hello read found the client's EOF
-    bool confirmed_ = false;         // an explicit proxy answered 200 (SPEC §12)
+    bool upstream_loopback_ = true;                   // echo: the client is both ends
+    bool client_ended_ = false;                       // the hello read found the client's EOF
+    bool confirmed_ = false;                          // an explicit proxy answered 200 (SPEC §12)
 };
 
 // The session's one deadline for its phases before the relay (runtime::Deadline), in the
@@ -297,12 +297,13 @@ void Session::tick(runtime::Clock::time_point now) {
             : 0ms;
     if (stats_interval > 0ms && now - last_stats_ >= stats_interval) {
         last_stats_ = now;
-        log::info("tunnel in-flight", {{"server", srv_.server->name},
-                                       {"route", route_->key},
-                                       {"client", endpoint_text(peer_)},
-                                       {"connect_target", names_ ? names_->connect_target : std::string{}},
-                                       {"bytes_to_upstream", std::to_string(counters_.to_upstream)},
-                                       {"bytes_to_client", std::to_string(counters_.to_client)}});
+        log::info("tunnel in-flight",
+                  {{"server", srv_.server->name},
+                   {"route", route_->key},
+                   {"client", endpoint_text(peer_)},
+                   {"connect_target", names_ ? names_->connect_target : std::string{}},
+                   {"bytes_to_upstream", std::to_string(counters_.to_upstream)},
+                   {"bytes_to_client", std::to_string(counters_.to_client)}});
     }
 }
 
@@ -513,8 +514,8 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
     }
     std::vector<std::uint8_t> leftover;
     if (through_proxy(route)) {
-        auto hs = co_await connect::handshake(upstream_, names().connect_target, via->headers,
-                                              deadline);
+        auto hs =
+            co_await connect::handshake(upstream_, names().connect_target, via->headers, deadline);
         if (hs.outcome != Outcome::ok) {
             log_refused(route, hs);
             names().refusal = hs.status_line;
@@ -670,14 +671,15 @@ void Session::answer_failure(Outcome why) {
         reason += ": the proxy answered " + names_->refusal;
     }
     if (why == Outcome::method_not_allowed) {
-        reason += ": this is a CONNECT proxy (HTTPS_PROXY); plain-HTTP proxy requests "
-                  "(GET http://...) are not served";
+        reason +=
+            ": this is a CONNECT proxy (HTTPS_PROXY); plain-HTTP proxy requests "
+            "(GET http://...) are not served";
     }
     reason += "\n";
-    const std::string answer = "HTTP/1.1 " + std::string(answer_status(why)) +
-                               "\r\nContent-Type: text/plain\r\nContent-Length: " +
-                               std::to_string(reason.size()) + "\r\nConnection: close\r\n\r\n" +
-                               reason;
+    const std::string answer =
+        "HTTP/1.1 " + std::string(answer_status(why)) +
+        "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(reason.size()) +
+        "\r\nConnection: close\r\n\r\n" + reason;
     boost::system::error_code ignored;
     client_.send(net::buffer(answer), tcp::socket::message_flags{}, ignored);
 }
