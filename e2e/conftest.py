@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import REPO_ROOT, TptProcess  # noqa: E402
+from tls_peers import Pki  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +59,9 @@ def sanitizer_report(log_text):
         if i >= 0:
             return log_text[max(0, i - 200):i + 3000]
     return None
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A test CA and its server certificates, one per test module."""
+    return Pki(tmp_path_factory.mktemp("pki"))

@@ -2,6 +2,7 @@
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -247,3 +248,19 @@ def wait_access(proc, predicate=lambda r: True, count=1, timeout=10.0):
         matching = [r for r in access_records(proc) if predicate(r)]
         return matching if len(matching) >= count else None
     return wait_until(found, timeout, f"{count} matching access line(s) in tpt's log")
+
+
+def capture_skip_reason():
+    """Why the netfilter tests (SPEC §11) cannot run here, or None: they need root, the
+    namespace tools and a kernel with nftables NAT/REDIRECT."""
+    if os.geteuid() != 0:
+        return "needs root: network namespaces and netfilter rules"
+    for tool in ("unshare", "nsenter", "setpriv", "nft", "ip", "curl"):
+        if shutil.which(tool) is None:
+            return f"{tool} is missing (scripts/deps.sh test installs it)"
+    probe = subprocess.run(["unshare", "-n", "nft", "-f", "-"], input=(
+        "table ip tpt_probe { chain o { type nat hook output priority -100; "
+        "tcp dport 1 redirect to :2; }; }\n"), capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        return f"this kernel has no nftables NAT/REDIRECT: {probe.stderr.strip()}"
+    return None

@@ -24,11 +24,10 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from helpers import REPO_ROOT, wait_until
+from helpers import REPO_ROOT, capture_skip_reason, wait_until
 
 PY = "/usr/bin/python3"
 APP_UID = 1000
@@ -40,21 +39,7 @@ ARGS = ["--ports", "443,80", "--to", str(LISTENER), "--uid", str(TPT_UID),
 pytestmark = pytest.mark.capture
 
 
-def _why_not_here():
-    if os.geteuid() != 0:
-        return "needs root: network namespaces and netfilter rules"
-    for tool in ("unshare", "nsenter", "setpriv", "nft", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} is missing (scripts/deps.sh test installs it)"
-    probe = subprocess.run(["unshare", "-n", "nft", "-f", "-"], input=(
-        "table ip tpt_probe { chain o { type nat hook output priority -100; "
-        "tcp dport 1 redirect to :2; }; }\n"), capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        return f"this kernel has no nftables NAT/REDIRECT: {probe.stderr.strip()}"
-    return None
-
-
-_SKIP = _why_not_here()
+_SKIP = capture_skip_reason()
 if _SKIP:
     pytestmark = [pytest.mark.capture, pytest.mark.skip(reason=_SKIP)]
 

@@ -15,7 +15,7 @@ import pytest
 from helpers import free_port, http_get, metric_value, wait_until
 from proxy_peers import (OK_HEAD, ScriptedProxy, Squid, handmade_client_hello,
                          read_until_closed, recv_exactly)
-from tls_peers import Pki, TlsServer
+from tls_peers import TlsServer
 from tls_peers import client_hello as python_client_hello
 
 USER = "tpt"
@@ -40,11 +40,6 @@ def squid():
     proxy = Squid({USER: PASSWORD}, hosts=NAMES)
     yield proxy
     proxy.stop()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return Pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

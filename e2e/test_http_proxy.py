@@ -6,7 +6,6 @@ beside TLS on one port, with heads split byte by byte, absolute-form targets, ov
 garbage heads and slow clients."""
 import base64
 import hashlib
-import os
 import socket
 import ssl
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 from helpers import (TptProcess, access_records, free_port, metric_value, wait_access,
                      wait_until)
 from proxy_peers import ScriptedProxy, Squid, read_until_closed
-from tls_peers import Pki, TcpServer, TlsServer, echo_handler
+from tls_peers import TcpServer, TlsServer, echo_handler, recv_head
 from tls_peers import client_hello as python_client_hello
 
 USER = "tpt"
@@ -44,11 +43,6 @@ def squid():
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return Pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
 def tls_server(pki):
     s = TlsServer(pki, "tls-a.test", names=NAMES)
     yield s
@@ -60,12 +54,7 @@ def http_origin(name):
     SHA-256, so a test can check the bytes arrived unchanged. Result: the head."""
 
     def handler(conn):
-        head = b""
-        while b"\r\n\r\n" not in head and len(head) < 65536:
-            data = conn.recv(65536)
-            if not data:
-                break
-            head += data
+        head = recv_head(conn)
         body = f"upstream={name} sha256={hashlib.sha256(head).hexdigest()}".encode()
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: " + str(len(body)).encode() +
                      b"\r\nConnection: close\r\n\r\n" + body)
@@ -131,7 +120,7 @@ def explicit(tpt_bin, squid, tmp_path_factory):
     """tpt as an explicit proxy in front of squid; module-wide (its log is shared)."""
     silent = ScriptedProxy("silent")
     port, lenient_port = free_port(), free_port()
-    extra = f"""\
+    extra = """\
       slow.test:
         upstream: silent
         via:

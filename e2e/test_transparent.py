@@ -14,16 +14,16 @@ import ctypes
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from helpers import TptProcess, access_records, free_port, metric_value, wait_access, wait_until
+from helpers import (TptProcess, access_records, capture_skip_reason, free_port, metric_value,
+                     wait_access, wait_until)
 from proxy_peers import Squid
-from tls_peers import Pki, TlsServer, _ThreadedServer
+from tls_peers import Pki, TlsServer, _ThreadedServer, recv_head
 
 PY = "/usr/bin/python3"
 APP_UID = 1000
@@ -37,21 +37,7 @@ NAMES = ["tls-a.test", "web.test", "a.direct.test", "v6.direct.test", "once.dire
 pytestmark = pytest.mark.capture
 
 
-def _why_not_here():
-    if os.geteuid() != 0:
-        return "needs root: network namespaces and netfilter rules"
-    for tool in ("unshare", "setpriv", "ip", "curl"):
-        if shutil.which(tool) is None:
-            return f"{tool} is missing (scripts/deps.sh test installs it)"
-    probe = subprocess.run(["unshare", "-n", "nft", "-f", "-"], input=(
-        "table ip tpt_probe { chain o { type nat hook output priority -100; "
-        "tcp dport 1 redirect to :2; }; }\n"), capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        return f"this kernel has no nftables NAT/REDIRECT: {probe.stderr.strip()}"
-    return None
-
-
-_SKIP = _why_not_here()
+_SKIP = capture_skip_reason()
 if _SKIP:
     pytestmark = [pytest.mark.capture, pytest.mark.skip(reason=_SKIP)]
 
@@ -109,12 +95,7 @@ class HttpOrigin(_ThreadedServer):
         super().__init__(host, port=port)
 
     def serve(self, conn):
-        head = b""
-        while b"\r\n\r\n" not in head and len(head) < 65536:
-            data = conn.recv(65536)
-            if not data:
-                break
-            head += data
+        head = recv_head(conn)
         host = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                 if line.lower().startswith(b"host:")]
         body = f"origin={self.name} host={host[0].decode() if host else None}".encode()

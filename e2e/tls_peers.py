@@ -159,6 +159,17 @@ class _ThreadedServer:
             t.join(10)
 
 
+def recv_head(sock, limit=65536):
+    """Reads an HTTP head (through its blank line, or `limit` bytes, or EOF); returns it."""
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < limit:
+        data = sock.recv(65536)
+        if not data:
+            break
+        head += data
+    return head
+
+
 def recv_all(sock, limit=None):
     """Reads until EOF (or `limit` bytes); returns the bytes."""
     chunks = []
