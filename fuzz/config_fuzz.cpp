@@ -58,9 +58,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     const auto result = config::load(text, "fuzz.yaml", lookup);
     if (!result) {
-        const auto* errors = &result.error();
-        check(!errors->empty());
-        for (const auto& e : *errors) {
+        const auto errors = result.error();
+        check(!errors.empty());
+        for (const auto& e : errors) {
             check(e.file == "fuzz.yaml");
             check(!e.message.empty());
             check(e.line >= 0);

@@ -59,6 +59,8 @@ constexpr std::string_view enum_name(const std::array<std::string_view, N>& name
 // The most bytes tpt reads before it knows where a connection goes, and the most it reads of
 // a proxy's answer: a ClientHello (SPEC §4.2), a CONNECT response head (§4.5).
 inline constexpr std::size_t max_head_bytes = std::size_t{16} * 1024;
+// An HTTP head's end: its empty line (RFC 9112 §2.1).
+inline constexpr std::string_view end_of_head = "\r\n\r\n";
 
 // The error of the pure parsers: a message for the operator, naming the bad input.
 struct Error {

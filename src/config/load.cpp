@@ -775,20 +775,23 @@ void Loader::server_modes(const std::vector<Entry>& fields, const Server& s) {
     }
 }
 
+// The servers' on/off keys (SPEC §4, §11, §12).
+constexpr std::array<std::pair<std::string_view, bool Server::*>, 5> server_flags{{
+    {"tls", &Server::tls},
+    {"http", &Server::http},
+    {"transparent", &Server::transparent},
+    {"accept_connect", &Server::accept_connect},
+    {"sni_must_match", &Server::sni_must_match},
+}};
+
 // A known, non-null server key other than listen, sni and via.
 void Loader::server_setting(const Entry& f, Server& s) {
     if (f.key == "protocol") {
         protocol(f, s.protocol);
-    } else if (f.key == "tls") {
-        set_bool(f, s.tls);
-    } else if (f.key == "http") {
-        set_bool(f, s.http);
-    } else if (f.key == "transparent") {
-        set_bool(f, s.transparent);
-    } else if (f.key == "accept_connect") {
-        set_bool(f, s.accept_connect);
-    } else if (f.key == "sni_must_match") {
-        set_bool(f, s.sni_must_match);
+    } else if (const auto flag = std::find_if(server_flags.begin(), server_flags.end(),
+                                              [&](const auto& k) { return k.first == f.key; });
+               flag != server_flags.end()) {
+        set_bool(f, s.*(flag->second));
     } else if (f.key == "default") {
         if (set_text(f, s.default_upstream, "an upstream name")) {
             refer(s.default_upstream, f.path, line_of(f.value));

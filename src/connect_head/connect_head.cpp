@@ -37,7 +37,6 @@ namespace {
 
 namespace http = boost::beast::http;
 
-constexpr std::string_view end_of_head = "\r\n\r\n";
 // RFC 9112 §2.3: HTTP-version is case-sensitive; Beast only takes 1.0 and 1.1 anyway.
 constexpr std::string_view version_prefix = "HTTP/1.";
 // What we keep of peer-chosen text for logs: enough to read, bounded whatever the peer sends.

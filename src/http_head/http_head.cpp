@@ -35,7 +35,6 @@ namespace {
 
 namespace http = boost::beast::http;
 
-constexpr std::string_view end_of_head = "\r\n\r\n";
 // RFC 9112 §2.3, and Beast takes only these two: "HTTP/1.0" or "HTTP/1.1", then CRLF.
 constexpr std::string_view version_and_eol = "HTTP/1.?\r\n";
 constexpr std::size_t minor_digit = 7;
