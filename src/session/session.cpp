@@ -206,6 +206,7 @@ private:
     const snapshot::ServerRuntime& srv_;
     WorkerContext& ctx_;
     snapshot::Admission admission_;
+    upstream::Lease lease_;  // after snap_, whose pools hold the member it counts on
     tcp::endpoint peer_;
     runtime::Clock::time_point start_;
     const routing::Route* route_ = nullptr;
@@ -365,12 +366,12 @@ bool Session::establish_at_once(std::optional<upstream::Dial>& dial) {
     if (route.target == nullptr || through_proxy(route)) {
         return false;
     }
-    const config::Upstream& up = *route.target;
     const auto connect_start = runtime::Clock::now();
-    dial.emplace(up.address, up.family, snap_->config->resolve_interval);
+    dial.emplace(snap_->pool(*route.target), snap_->config->resolve_interval, false);
     if (!dial->at_once(upstream_, ctx_.resolver)) {
         return false;
     }
+    lease_ = dial->lease();
     choose(route);
     upstream_loopback_ = dial->peer().address().is_loopback();
     observe_connect(connect_start);
@@ -450,25 +451,33 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, He
     const auto connect_start = runtime::Clock::now();
     deadline.start(connect_start +
                    (via != nullptr ? via->connect_timeout : config::default_connect_timeout));
-    const config::Upstream& up = *route.target;
     if (!dial) {
-        dial.emplace(up.address, up.family, snap_->config->resolve_interval);
-    }
-    const auto connected = co_await dial->finish(upstream_, ctx_.resolver, deadline);
-    upstream_loopback_ = connected.peer.address().is_loopback();
-    if (connected.outcome != Outcome::ok) {
-        log_connect_failure(route, connected);
-        co_return Established{connected.outcome};
+        dial.emplace(snap_->pool(*route.target), snap_->config->resolve_interval,
+                     through_proxy(route));
     }
     std::vector<std::uint8_t> leftover;
-    if (through_proxy(route)) {
+    for (;;) {  // SPEC §13: a proxy that fails the CONNECT exchange hands over to the next member
+        const auto connected = co_await dial->finish(upstream_, ctx_.resolver, deadline);
+        upstream_loopback_ = connected.peer.address().is_loopback();
+        if (connected.outcome != Outcome::ok) {
+            log_connect_failure(route, connected);
+            co_return Established{connected.outcome};
+        }
+        if (!through_proxy(route)) {
+            break;
+        }
         auto hs = co_await connect::handshake(upstream_, connect_target_, via->headers, deadline);
-        if (hs.outcome != Outcome::ok) {
+        const bool next_member = dial->proxied(hs.outcome, hs.status_line);
+        if (hs.outcome == Outcome::ok) {
+            leftover = std::move(hs.leftover);
+            break;
+        }
+        if (!next_member) {
             log_refused(route, hs);
             co_return Established{hs.outcome};
         }
-        leftover = std::move(hs.leftover);
     }
+    lease_ = dial->lease();
     deadline.stop();
     observe_connect(connect_start);
     const auto sent = co_await forward_first(hello, leftover);
