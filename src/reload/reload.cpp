@@ -118,10 +118,18 @@ std::string content_hash(std::string_view text, const std::vector<FileContent>& 
     if (files.empty()) {
         return config::sha256_hex(text);  // as before SPEC §13: the file's own hash
     }
-    // Every part with its length, so that no two different inputs give the same bytes.
+    // Every part with its length, so that no two different inputs give the same bytes; the
+    // files by path, so that the order they were read in does not matter.
+    std::vector<const FileContent*> sorted;
+    for (const auto& f : files) {
+        sorted.push_back(&f);
+    }
+    std::sort(sorted.begin(), sorted.end(),
+              [](const FileContent* a, const FileContent* b) { return a->path < b->path; });
     std::string all = std::to_string(text.size()) + ':';
     all += text;
-    for (const auto& f : files) {
+    for (const FileContent* p : sorted) {
+        const FileContent& f = *p;
         all += '\0';
         all += std::to_string(f.path.size()) + ':' + f.path;
         all += f.content ? std::to_string(f.content->size()) + ':' + *f.content : "unreadable";
