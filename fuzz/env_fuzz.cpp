@@ -30,8 +30,7 @@ tpt::Result<std::string> fake_file(std::string_view path) {
     if (path.find("missing") != std::string_view::npos) {
         return tpt::Error{"cannot read " + std::string(path)};
     }
-    return tpt::Result<std::string>(boost::system::in_place_value,
-                                    "<" + std::string(path) + ">\n");
+    return tpt::Result<std::string>(boost::system::in_place_value, "<" + std::string(path) + ">\n");
 }
 
 void check_files(std::string_view text, const std::string& escaped,
