@@ -239,7 +239,8 @@ def test_dashboard_covers_the_spec_metrics_and_honours_the_variables():
                    "tpt_config_last_reload_successful", "tpt_config_info",
                    "tpt_config_last_reload_success_timestamp_seconds", "tpt_build_info",
                    "process_cpu_seconds_total", "process_resident_memory_bytes",
-                   "process_open_fds"):
+                   "process_open_fds", "tpt_upstream_member_up",
+                   "tpt_upstream_member_connections_total", "tpt_upstream_member_failures_total"):
         assert re.search(rf"\b{metric}\b", text), f"no panel shows {metric}"
     assert re.search(r"histogram_quantile\(\s*0\.99\s*,.*tpt_upstream_connect_duration_seconds"
                      r"_bucket", text, re.S)
@@ -250,7 +251,8 @@ def test_dashboard_covers_the_spec_metrics_and_honours_the_variables():
         for m in re.finditer(r"\b((?:tpt|process)_\w+)\{([^}]*)\}", expr):
             metric, sel = m.groups()
             assert 'namespace=~"$namespace"' in sel and 'pod=~"$pod"' in sel, (where, metric)
-            if metric.startswith("tpt_route_") or metric.startswith("tpt_upstream_"):
+            if metric.startswith("tpt_route_") or (metric.startswith("tpt_upstream_") and
+                                                   not metric.startswith("tpt_upstream_member_")):
                 assert 'server=~"$server"' in sel and 'route=~"$route"' in sel, (where, metric)
             if metric in ("tpt_active_connections", "tpt_maxclients",
                           "tpt_maxclients_rejected_total"):
@@ -490,13 +492,14 @@ servers:
     maxclients: 2
 upstream:
   py_echo: "tcp://127.0.0.1:{echo}"
-  dead: "tcp://127.0.0.1:{dead}"
+  dead: {{servers: ["tcp://127.0.0.1:{dead}"], health: {{fail_after: 1}}}}
 """
 
 # Alert expressions that the live traffic makes true (with the `for` still to come), and
 # those that must stay empty while tpt runs.
 LIVE_ALERTS_TRUE = {"TptConfigReloadFailing", "TptNearMaxClients", "TptAtMaxClients",
-                    "TptConnectionsRejected", "TptRouteErrorRatioHigh"}
+                    "TptConnectionsRejected", "TptRouteErrorRatioHigh",
+                    "TptUpstreamMemberDown"}
 LIVE_ALERTS_EMPTY = {"TptUpstreamConnectLatencyHigh", "TptTargetDown"}
 
 
