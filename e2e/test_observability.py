@@ -126,7 +126,8 @@ def run(cmd, cwd=None, timeout=120):
 
 EXPECTED_ALERTS = {"TptConfigReloadFailing", "TptNearMaxClients", "TptAtMaxClients",
                    "TptConnectionsRejected", "TptRouteErrorRatioHigh",
-                   "TptUpstreamConnectLatencyHigh", "TptTargetDown"}
+                   "TptUpstreamConnectLatencyHigh", "TptTargetDown",
+                   "TptUpstreamMemberDown"}
 
 
 def test_promtool_check_rules():
