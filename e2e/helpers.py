@@ -246,3 +246,55 @@ def wait_access(proc, predicate=lambda r: True, count=1, timeout=10.0):
         matching = [r for r in access_records(proc) if predicate(r)]
         return matching if len(matching) >= count else None
     return wait_until(found, timeout, f"{count} matching access line(s) in tpt's log")
+
+
+class EchoUpstream:
+    """A TCP upstream on loopback that sends back every byte it receives, counting the
+    connections it accepted (count())."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.accepted = 0
+        self.lock = threading.Lock()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with self.lock:
+                self.conns.append(conn)
+                self.accepted += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn):
+        while True:
+            try:
+                data = conn.recv(65536)
+                if not data:
+                    conn.shutdown(socket.SHUT_WR)
+                    return
+                conn.sendall(data)
+            except OSError:
+                return
+
+    def count(self):
+        with self.lock:
+            return self.accepted
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        self.sock.close()
+        self.acceptor.join(5)
+        with self.lock:
+            for c in self.conns:
+                c.close()

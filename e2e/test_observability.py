@@ -8,12 +8,12 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 
 import pytest
 import yaml
 
-from helpers import REPO_ROOT, free_port, http_request, metric_value, wait_until
+from helpers import (REPO_ROOT, EchoUpstream, free_port, http_request, metric_value,
+                     wait_until)
 from prometheus_server import PrometheusServer
 
 OBS = REPO_ROOT / "deploy" / "observability"
@@ -370,51 +370,6 @@ def test_helm_renders_neither_by_default():
 
 
 # ---- live: tpt + a real Prometheus ---------------------------------------------------------
-
-class EchoUpstream:
-    """A TCP upstream on loopback that sends back every byte it receives."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.lock = threading.Lock()
-        self.acceptor = threading.Thread(target=self._accept, daemon=True)
-        self.acceptor.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return  # closed
-            with self.lock:
-                self.conns.append(conn)
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn):
-        while True:
-            try:
-                data = conn.recv(65536)
-                if not data:
-                    conn.shutdown(socket.SHUT_WR)
-                    return
-                conn.sendall(data)
-            except OSError:
-                return
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        except OSError:
-            pass
-        self.sock.close()
-        self.acceptor.join(5)
-        with self.lock:
-            for c in self.conns:
-                c.close()
-
 
 def client_hello(sni):
     """The bytes of a real TLS ClientHello with server_name sni (from Python's ssl)."""

@@ -7,67 +7,15 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from helpers import free_port, http_get, metric_value, wait_until
+from helpers import EchoUpstream, free_port, http_get, metric_value, wait_until
 from proxy_peers import Squid
 
 USER = "tpt"
 PASSWORD = "Pool-Pw-1-3b9e"
 NEW_PASSWORD = "Pool-Pw-2-c07d"
-
-
-class CountingEcho:
-    """A loopback TCP echo server counting the connections it accepted; held ones stay open."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.lock = threading.Lock()
-        self.conns = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-                self.conns.append(conn)
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn):
-        while True:
-            try:
-                data = conn.recv(65536)
-                if not data:
-                    conn.close()
-                    return
-                conn.sendall(data)
-            except OSError:
-                return
-
-    def count(self):
-        with self.lock:
-            return self.accepted
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(5)
-        with self.lock:
-            for c in self.conns:
-                c.close()
 
 
 @pytest.fixture
@@ -76,7 +24,7 @@ def echoes():
 
     def make(n):
         for _ in range(n):
-            made.append(CountingEcho())
+            made.append(EchoUpstream())
         return made[-n:]
 
     yield make

@@ -1,5 +1,6 @@
 #include <chrono>
 #include <fcntl.h>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -319,6 +320,16 @@ struct PoolFixture {
 
 const std::string three = R"("tcp://a:1", "tcp://b:1", "tcp://c:1")";
 
+// The servers list of members on 127.0.0.1 at `ports`.
+std::string loopback_members(std::initializer_list<std::uint16_t> ports) {
+    std::string out;
+    for (const auto port : ports) {
+        out += (out.empty() ? "\"" : ", \"") + std::string("tcp://127.0.0.1:") +
+               std::to_string(port) + "\"";
+    }
+    return out;
+}
+
 TEST(PoolOrder, FailoverTriesMembersAsListedAndDownOnesLast) {
     const PoolFixture f(three, ", health: {interval: 1s, fail_after: 2}");
     EXPECT_EQ(f.order(), (std::vector<int>{0, 1, 2}));
@@ -421,10 +432,8 @@ TEST(PoolDial, AFailingMemberHandsOverToTheNextWithinOneDeadline) {
     net::io_context io;
     const FullListener blackhole(io);
     tcp::acceptor live(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    const auto servers = "\"tcp://127.0.0.1:" + std::to_string(blackhole.address().port) +
-                         "\", \"tcp://127.0.0.1:" + std::to_string(closed_port()) +
-                         "\", \"tcp://127.0.0.1:" + std::to_string(live.local_endpoint().port()) +
-                         "\"";
+    const auto servers =
+        loopback_members({blackhole.address().port, closed_port(), live.local_endpoint().port()});
     const PoolFixture f(servers, ", health: {interval: 1s, fail_after: 1}");
     tcp::socket socket(io);
     TestDeadline deadline(io, socket, 3s);
@@ -451,9 +460,8 @@ TEST(PoolDial, AProxyThatFailsTheConnectExchangeHandsOverToTheNext) {
     net::io_context io;
     tcp::acceptor first(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
     tcp::acceptor second(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-    const auto servers = "\"tcp://127.0.0.1:" + std::to_string(first.local_endpoint().port()) +
-                         "\", \"tcp://127.0.0.1:" + std::to_string(second.local_endpoint().port()) +
-                         "\"";
+    const auto servers =
+        loopback_members({first.local_endpoint().port(), second.local_endpoint().port()});
     const PoolFixture f(servers, ", health: {interval: 1s, fail_after: 1}");
     tcp::socket socket(io);
     TestDeadline deadline(io, socket, 3s);
