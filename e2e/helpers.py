@@ -272,17 +272,19 @@ class EchoUpstream:
                 self.accepted += 1
             threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
-    @staticmethod
-    def _echo(conn):
+    def _echo(self, conn):
         while True:
             try:
                 data = conn.recv(65536)
                 if not data:
                     conn.shutdown(socket.SHUT_WR)
-                    return
+                    break
                 conn.sendall(data)
             except OSError:
-                return
+                break
+        with self.lock:  # both directions are over: free the descriptor now
+            self.conns.remove(conn)
+        conn.close()
 
     def count(self):
         with self.lock:
