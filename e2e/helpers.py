@@ -264,3 +264,57 @@ def capture_skip_reason():
     if probe.returncode != 0:
         return f"this kernel has no nftables NAT/REDIRECT: {probe.stderr.strip()}"
     return None
+
+
+class EchoUpstream:
+    """A TCP upstream on loopback that sends back every byte it receives, counting the
+    connections it accepted (count())."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.accepted = 0
+        self.lock = threading.Lock()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with self.lock:
+                self.conns.append(conn)
+                self.accepted += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    def _echo(self, conn):
+        while True:
+            try:
+                data = conn.recv(65536)
+                if not data:
+                    conn.shutdown(socket.SHUT_WR)
+                    break
+                conn.sendall(data)
+            except OSError:
+                break
+        with self.lock:  # both directions are over: free the descriptor now
+            self.conns.remove(conn)
+        conn.close()
+
+    def count(self):
+        with self.lock:
+            return self.accepted
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        self.sock.close()
+        self.acceptor.join(5)
+        with self.lock:
+            for c in self.conns:
+                c.close()

@@ -95,19 +95,18 @@ class Squid:
     CONNECT to any port for authenticated users, resolving `hosts` names from its own
     hosts_file, caching nothing, logging into its temp dir."""
 
-    def __init__(self, users, hosts=(), start_timeout=30.0, run_as=SQUID_USER, host_ip="127.0.0.1"):
+    def __init__(self, users, hosts=(), start_timeout=30.0, run_as=SQUID_USER,
+                 host_ip="127.0.0.1", port=None, extra_conf=""):
+        """run_as: the user squid drops to; host_ip: where `hosts` names resolve; port: a
+        given one (a restart on the same port); extra_conf: lines appended."""
         self.dir = Path(tempfile.mkdtemp(prefix="tpt-squid-"))
         os.chmod(self.dir, 0o755)
-        self.port = free_port()
+        self.port = port or free_port()
         self.access_log = self.dir / "access.log"
         self.cache_log = self.dir / "cache.log"
         passwd = self.dir / "passwd"
-        lines = []
-        for user, password in users.items():
-            digest = subprocess.run(["openssl", "passwd", "-apr1", password], check=True,
-                                    capture_output=True, text=True, timeout=10).stdout.strip()
-            lines.append(f"{user}:{digest}\n")
-        passwd.write_text("".join(lines))
+        self.passwd = passwd
+        self.set_users(users)
         hosts_file = self.dir / "hosts"
         hosts_file.write_text("".join(f"{host_ip} {name}\n" for name in hosts) or
                               "127.0.0.1 localhost\n")
@@ -137,7 +136,7 @@ acl CONNECT method CONNECT
 acl authenticated proxy_auth REQUIRED
 http_access allow CONNECT authenticated
 http_access deny all
-""")
+{extra_conf}""")
         if as_root:  # squid refuses to run as root: it drops to SQUID_USER, who owns the dir
             entry = pwd.getpwnam(run_as)
             for p in [d, *d.iterdir()]:
@@ -150,6 +149,21 @@ http_access deny all
         except AssertionError:
             self.stop()
             raise
+
+    def set_users(self, users):
+        """Rewrites the htpasswd file (basic_ncsa_auth reads it again when it changes)."""
+        lines = []
+        for user, password in users.items():
+            digest = subprocess.run(["openssl", "passwd", "-apr1", password], check=True,
+                                    capture_output=True, text=True, timeout=10).stdout.strip()
+            lines.append(f"{user}:{digest}\n")
+        tmp = self.passwd.with_suffix(".tmp")
+        tmp.write_text("".join(lines))
+        os.chmod(tmp, 0o644)
+        if self.passwd.exists():  # the helper compares whole seconds of mtime
+            later = max(int(time.time()), int(self.passwd.stat().st_mtime) + 1)
+            os.utime(tmp, (later, later))
+        os.replace(tmp, self.passwd)
 
     def _listening(self):
         if self.popen.poll() is not None:

@@ -47,9 +47,12 @@ SCHEMA_SCRIPT = Path(__file__).resolve().parent / "k8s_schema.mjs"
 TOOL_TIMEOUT = 180
 
 # Environment the rendered configs reference as ${VAR} (what the Secrets would provide).
-CONFIG_ENV = {"PROXY_AUTHORIZATION": "Basic dXNlcjpwYXNzd29yZA=="}
-# The Secrets of the namespace, for resolving a rendered container's env like the kubelet.
-SECRETS = {("corp-proxy-credentials", "proxy-authorization"): CONFIG_ENV["PROXY_AUTHORIZATION"]}
+CONFIG_ENV = {"PROXY_AUTHORIZATION": "Basic dXNlcjpwYXNzd29yZA==", "PROXY_USER": "user"}
+# The Secrets of the namespace, for resolving a rendered container's env and laying out its
+# Secret volumes like the kubelet.
+SECRETS = {("corp-proxy-credentials", "proxy-authorization"): CONFIG_ENV["PROXY_AUTHORIZATION"],
+           ("corp-proxy-credentials", "username"): CONFIG_ENV["PROXY_USER"],
+           ("corp-proxy-credentials", "password"): "password"}
 
 # label -> how to render it
 RENDERS = {f"chart/{p.stem}": ("chart", ["-f", str(p)]) for p in CI_VALUES}
@@ -376,6 +379,24 @@ def check_config(tpt_bin, path):
     assert "configuration OK" in proc.stdout + proc.stderr
 
 
+def with_secret_files(text, pod_spec, container, tmp_path, secrets=SECRETS):
+    """The config text with every Secret volume's mountPath replaced by a local directory
+    holding that Secret's keys (as files, like the kubelet's mount)."""
+    volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
+    for m in container.get("volumeMounts") or []:
+        secret = (volumes.get(m["name"]) or {}).get("secret")
+        if not secret:
+            continue
+        assert "subPath" not in m, "a subPath mount never sees a rotated Secret"
+        local = tmp_path / f"secret-{m['name']}"
+        local.mkdir(exist_ok=True)
+        for (name, key), value in secrets.items():
+            if name == secret["secretName"]:
+                (local / key).write_text(value + "\n")
+        text = text.replace(m["mountPath"], str(local))
+    return text
+
+
 def effective_config(label, docs):
     """The tpt config a render's pods load: its ConfigMap's, or, with existingConfigMap, the
     `config` values the chart derives ports, probes and the grace period from."""
@@ -390,6 +411,8 @@ def effective_config(label, docs):
 @pytest.mark.parametrize("label", [lbl for lbl in RENDERS if lbl != EXISTING_CONFIGMAP])
 def test_rendered_config_passes_check_config(renders, tpt_bin, tmp_path, label):
     [(_, _, text)] = tpt_configs(renders[label])
+    for _, template, found in workloads_with_tpt(renders[label]):
+        text = with_secret_files(text, template["spec"], found[0][1], tmp_path)
     path = tmp_path / "tpt.yaml"
     path.write_text(text)
     check_config(tpt_bin, path)
@@ -586,19 +609,31 @@ def test_parent_volume_points_at_the_subchart_configmap(renders):
 
 
 @pytest.mark.parametrize("label", ["chart/corporate-proxy-values", "kustomize/corporate-proxy"])
-def test_proxy_credentials_come_from_a_secret_through_env(renders, label):
+def test_proxy_credentials_come_from_a_secret_volume_and_env(renders, label):
+    """SPEC §13: via.auth.basic reads the password from the Secret mounted as a directory
+    (no subPath: a rotation reaches tpt); ${VAR}s come from the Secret through env."""
     docs = renders[label]
     [(_, config, text)] = tpt_configs(docs)
-    headers = [h for s in config["servers"].values() for h in
-               ((s.get("via") or {}).get("headers") or {}).values()]
-    assert headers and all(re.fullmatch(r".*\$\{[A-Z_][A-Z0-9_]*\}.*", str(h)) for h in headers)
     assert not re.search(r"Basic [A-Za-z0-9+/=]{6,}", text), "a literal credential in the ConfigMap"
     assert not [d for d in docs if d["kind"] == "Secret"], "the Secret is not part of the manifests"
+    [(_, template, found)] = workloads_with_tpt(docs)
+    container = found[0][1]
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    secret_dirs = {m["mountPath"] for m in container["volumeMounts"]
+                   if volumes[m["name"]].get("secret", {}).get("secretName") ==
+                   "corp-proxy-credentials" and "subPath" not in m}
+    assert secret_dirs, container["volumeMounts"]
+    auths = [s["via"]["auth"]["basic"] for s in config["servers"].values()
+             if "auth" in (s.get("via") or {})]
+    assert auths
+    for basic in auths:
+        assert str(Path(basic["password_file"]).parent) in secret_dirs, basic
     referenced = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
-    [(_, _, found)] = workloads_with_tpt(docs)
-    env = {e["name"]: e for e in found[0][1].get("env") or []}
+    env = {e["name"]: e for e in container.get("env") or []}
     for var in referenced:
         assert "secretKeyRef" in env[var]["valueFrom"], env[var]
+    pools = [u for u in config["upstream"].values() if isinstance(u, dict)]
+    assert pools and all(len(u["servers"]) >= 2 for u in pools)
 
 
 def test_monitoring_targets_the_admin_port(renders):
@@ -940,13 +975,13 @@ def run_config_check_hook(docs, tpt_bin, tmp_path, secrets):
     job, config_map = found["Job"], found["ConfigMap"]
     pod = job["spec"]["template"]["spec"]
     [container] = pod["containers"]
-    [mount] = container["volumeMounts"]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/tpt"]
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
     mounted = tmp_path / "etc-tpt"
     mounted.mkdir()
     for key, text in config_map["data"].items():
-        (mounted / key).write_text(text)
+        (mounted / key).write_text(with_secret_files(text, pod, container, tmp_path, secrets))
     args = [str(a).replace(mount["mountPath"], str(mounted)) for a in container["args"]]
     env = {"PATH": "/usr/bin:/bin", **container_env(container, secrets)}
     return subprocess.run([str(tpt_bin), *args], capture_output=True, text=True, timeout=30,
@@ -984,7 +1019,7 @@ def test_config_check_passes_a_good_config(renders, tpt_bin, tmp_path):
 @pytest.mark.parametrize("sets, error", [
     (["--set", "config.servers.proxy.default=nowhere"], "nowhere"),
     (["-f", str(CHART / "ci" / "corporate-proxy-values.yaml"), "--set", "env=null"],
-     "PROXY_AUTHORIZATION"),
+     "PROXY_USER"),
 ], ids=["unknown-upstream", "var-without-env"])
 def test_config_check_fails_a_bad_config_with_tpts_error(helm, tpt_bin, tmp_path, sets, error):
     base = ["--set", "config.servers.proxy.listen=0.0.0.0:8443"] if "env=null" not in sets else []

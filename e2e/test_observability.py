@@ -8,12 +8,12 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 
 import pytest
 import yaml
 
-from helpers import REPO_ROOT, free_port, http_request, metric_value, wait_until
+from helpers import (REPO_ROOT, EchoUpstream, free_port, http_request, metric_value,
+                     wait_until)
 from prometheus_server import PrometheusServer
 
 OBS = REPO_ROOT / "deploy" / "observability"
@@ -126,7 +126,8 @@ def run(cmd, cwd=None, timeout=120):
 
 EXPECTED_ALERTS = {"TptConfigReloadFailing", "TptNearMaxClients", "TptAtMaxClients",
                    "TptConnectionsRejected", "TptRouteErrorRatioHigh",
-                   "TptUpstreamConnectLatencyHigh", "TptTargetDown"}
+                   "TptUpstreamConnectLatencyHigh", "TptTargetDown",
+                   "TptUpstreamMemberDown"}
 
 
 def test_promtool_check_rules():
@@ -239,7 +240,8 @@ def test_dashboard_covers_the_spec_metrics_and_honours_the_variables():
                    "tpt_config_last_reload_successful", "tpt_config_info",
                    "tpt_config_last_reload_success_timestamp_seconds", "tpt_build_info",
                    "process_cpu_seconds_total", "process_resident_memory_bytes",
-                   "process_open_fds"):
+                   "process_open_fds", "tpt_upstream_member_up",
+                   "tpt_upstream_member_connections_total", "tpt_upstream_member_failures_total"):
         assert re.search(rf"\b{metric}\b", text), f"no panel shows {metric}"
     assert re.search(r"histogram_quantile\(\s*0\.99\s*,.*tpt_upstream_connect_duration_seconds"
                      r"_bucket", text, re.S)
@@ -250,7 +252,8 @@ def test_dashboard_covers_the_spec_metrics_and_honours_the_variables():
         for m in re.finditer(r"\b((?:tpt|process)_\w+)\{([^}]*)\}", expr):
             metric, sel = m.groups()
             assert 'namespace=~"$namespace"' in sel and 'pod=~"$pod"' in sel, (where, metric)
-            if metric.startswith("tpt_route_") or metric.startswith("tpt_upstream_"):
+            if metric.startswith("tpt_route_") or (metric.startswith("tpt_upstream_") and
+                                                   not metric.startswith("tpt_upstream_member_")):
                 assert 'server=~"$server"' in sel and 'route=~"$route"' in sel, (where, metric)
             if metric in ("tpt_active_connections", "tpt_maxclients",
                           "tpt_maxclients_rejected_total"):
@@ -368,51 +371,6 @@ def test_helm_renders_neither_by_default():
 
 # ---- live: tpt + a real Prometheus ---------------------------------------------------------
 
-class EchoUpstream:
-    """A TCP upstream on loopback that sends back every byte it receives."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.lock = threading.Lock()
-        self.acceptor = threading.Thread(target=self._accept, daemon=True)
-        self.acceptor.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return  # closed
-            with self.lock:
-                self.conns.append(conn)
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn):
-        while True:
-            try:
-                data = conn.recv(65536)
-                if not data:
-                    conn.shutdown(socket.SHUT_WR)
-                    return
-                conn.sendall(data)
-            except OSError:
-                return
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        except OSError:
-            pass
-        self.sock.close()
-        self.acceptor.join(5)
-        with self.lock:
-            for c in self.conns:
-                c.close()
-
-
 def client_hello(sni):
     """The bytes of a real TLS ClientHello with server_name sni (from Python's ssl)."""
     ctx = ssl.create_default_context()
@@ -490,13 +448,14 @@ servers:
     maxclients: 2
 upstream:
   py_echo: "tcp://127.0.0.1:{echo}"
-  dead: "tcp://127.0.0.1:{dead}"
+  dead: {{servers: ["tcp://127.0.0.1:{dead}"], health: {{fail_after: 1}}}}
 """
 
 # Alert expressions that the live traffic makes true (with the `for` still to come), and
 # those that must stay empty while tpt runs.
 LIVE_ALERTS_TRUE = {"TptConfigReloadFailing", "TptNearMaxClients", "TptAtMaxClients",
-                    "TptConnectionsRejected", "TptRouteErrorRatioHigh"}
+                    "TptConnectionsRejected", "TptRouteErrorRatioHigh",
+                    "TptUpstreamMemberDown"}
 LIVE_ALERTS_EMPTY = {"TptUpstreamConnectLatencyHigh", "TptTargetDown"}
 
 

@@ -845,8 +845,8 @@ TEST(ConfigErrors, WrongTypes) {
     expect_one_error("servers:\n  s: 5\n", "servers.s", 2, "expected a map");
     expect_one_error("servers: {s: {listen: \"127.0.0.1:1\", via: yes}}\n", "servers.s.via", 1,
                      "expected a map");
-    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\"}}\nupstream:\n  u: {a: 1}\n",
-                     "upstream.u", 3, "expected a URL");
+    expect_one_error("servers: {s: {listen: \"127.0.0.1:1\"}}\nupstream:\n  u: [a]\n", "upstream.u",
+                     3, "expected a URL");
 }
 
 TEST(ConfigErrors, DuplicateYamlKeys) {
@@ -1217,6 +1217,283 @@ TEST(ConfigJson, ShowsTheCaptureAndProxyKeys) {
     const auto& proxy = root.at("servers").at("explicit").as_object();
     EXPECT_TRUE(proxy.at("accept_connect").as_bool());
     EXPECT_TRUE(proxy.at("sni_must_match").as_bool());
+}
+
+// ---------------------------------------------------------------------------------------
+// SPEC §13: upstream pools, ${file:} and via.auth
+
+// Loads with fake files (path -> content); a path not in the map is missing.
+using Files = std::map<std::string, std::string, std::less<>>;
+config::LoadResult load_with_files(std::string_view yaml, const Files& files) {
+    const env::FileReader read = [&files](std::string_view path) -> Result<std::string> {
+        const auto it = files.find(path);
+        if (it == files.end()) {
+            return Error{"${file:" + std::string(path) + "}: cannot read: No such file"};
+        }
+        return Result<std::string>{boost::system::in_place_value, it->second};
+    };
+    return config::load(yaml, "test.yaml", lookup_of(default_vars), read);
+}
+
+const std::string pool_yaml = R"(servers:
+  s: {listen: "127.0.0.1:1", default: corp}
+  t: {listen: "127.0.0.1:2", default: simple}
+upstream:
+  corp:
+    servers: ["tcp://proxy-a.internal:3128", "tcp4://10.0.0.2:3128", "tcp://${PROXY_HOST}:3129"]
+    strategy: round_robin
+    health:
+      interval: 10s
+      timeout: 2s
+      fail_after: 4
+      pass_after: 5
+      probe_target: "probe.example.com:443"
+  simple: "tcp://host.example:443"
+)";
+
+TEST(ConfigPools, ServersStrategyAndHealthAreRead) {
+    const Config c = load_ok(pool_yaml);
+    const auto* corp = c.find_upstream("corp");
+    ASSERT_NE(corp, nullptr);
+    EXPECT_TRUE(corp->pool);
+    ASSERT_EQ(corp->members.size(), 3U);
+    EXPECT_EQ(corp->members[0].url, "tcp://proxy-a.internal:3128");
+    EXPECT_EQ(corp->members[1].family, address::Family::v4);
+    EXPECT_EQ(corp->members[2].url, "tcp://proxy.internal:3129");  // expanded
+    EXPECT_EQ(corp->members[2].address.port, 3129);
+    EXPECT_EQ(corp->url, corp->members[0].url);  // the first member
+    EXPECT_EQ(corp->strategy, config::Strategy::round_robin);
+    EXPECT_EQ(corp->health.interval, 10s);
+    EXPECT_EQ(corp->health.timeout, 2s);
+    EXPECT_EQ(corp->health.fail_after, 4U);
+    EXPECT_EQ(corp->health.pass_after, 5U);
+    ASSERT_TRUE(corp->health.probe_target.has_value());
+    EXPECT_EQ(corp->health.probe_target->to_string(), "probe.example.com:443");
+    EXPECT_TRUE(c.files.empty());
+}
+
+TEST(ConfigPools, ASingleUrlIsAPoolOfOneWithDefaults) {
+    const Config c = load_ok(pool_yaml);
+    const auto* simple = c.find_upstream("simple");
+    ASSERT_NE(simple, nullptr);
+    EXPECT_FALSE(simple->pool);
+    ASSERT_EQ(simple->members.size(), 1U);
+    EXPECT_EQ(simple->members[0].url, "tcp://host.example:443");
+    EXPECT_EQ(simple->strategy, config::Strategy::failover);
+    EXPECT_EQ(simple->health, config::HealthCheck{});
+    EXPECT_EQ(simple->health.interval, 0s);
+    EXPECT_EQ(simple->health.fail_after, 3U);
+    EXPECT_EQ(simple->health.pass_after, 2U);
+}
+
+TEST(ConfigPools, StrategiesAreCaseInsensitive) {
+    for (const auto& [text, want] : std::vector<std::pair<std::string, config::Strategy>>{
+             {"failover", config::Strategy::failover},
+             {"Round_Robin", config::Strategy::round_robin},
+             {"least_connections", config::Strategy::least_connections}}) {
+        SCOPED_TRACE(text);
+        const Config c = load_ok(
+            "servers: {s: {listen: \"127.0.0.1:1\", default: u}}\n"
+            "upstream:\n  u: {servers: [\"tcp://a:1\"], strategy: " +
+            text + "}\n");
+        EXPECT_EQ(c.upstreams.at(0).strategy, want);
+    }
+}
+
+TEST(ConfigPools, Errors) {
+    const std::string head = "servers: {s: {listen: \"127.0.0.1:1\", default: u}}\nupstream:\n";
+    expect_one_error(head + "  u: {strategy: failover}\n", "upstream.u.servers", 3, "missing");
+    expect_one_error(head + "  u: {servers: []}\n", "upstream.u.servers", 3, "non-empty list");
+    expect_one_error(head + "  u: {servers: \"tcp://a:1\"}\n", "upstream.u.servers", 3,
+                     "non-empty list");
+    expect_one_error(head + "  u: {servers: [\"tcp://a:1\", \"http://b:1\"]}\n",
+                     "upstream.u.servers[1]", 3, "invalid upstream URL");
+    expect_one_error(head + "  u: {servers: [\"tcp://a:1\", \"tcp://a:1\"]}\n",
+                     "upstream.u.servers[1]", 3, "listed twice");
+    expect_one_error(head + "  u: {servers: [\"tcp://a:1\"], strategy: random}\n",
+                     "upstream.u.strategy", 3, "unknown strategy");
+    expect_one_error(head + "  u: {servers: [\"tcp://a:1\"], stratgy: failover}\n",
+                     "upstream.u.stratgy", 3, "did you mean \"strategy\"");
+    expect_one_error(head + "  u: {servers: [\"tcp://a:1\"], health: {fail_after: 0}}\n",
+                     "upstream.u.health.fail_after", 3, "between 1 and 1000");
+    expect_one_error(head + "  u: {servers: [\"tcp://a:1\"], health: {timeout: 0s}}\n",
+                     "upstream.u.health.timeout", 3, "greater than 0s");
+    expect_one_error(head + "  u: {servers: [\"tcp://a:1\"], health: {probe_target: x}}\n",
+                     "upstream.u.health.probe_target", 3, "bad probe target");
+    expect_one_error(head + "  u: {servers: [\"tcp://a:1\"], health: {intervall: 1s}}\n",
+                     "upstream.u.health.intervall", 3, "did you mean \"interval\"");
+    std::string many = head + "  u: {servers: [";
+    for (std::size_t i = 0; i <= config::max_members; ++i) {
+        many += (i == 0 ? "" : ", ") + std::string("\"tcp://h") + std::to_string(i) + ":1\"";
+    }
+    expect_one_error(many + "]}\n", "upstream.u.servers", 3, "at most 32 servers");
+}
+
+TEST(ConfigPools, ProbeSettingsWithoutProbesAreWarnings) {
+    const Config c = load_ok(
+        "servers: {s: {listen: \"127.0.0.1:1\", default: u}}\nupstream:\n"
+        "  u: {servers: [\"tcp://a:1\"], health: {probe_target: \"t:443\", headers: {X: y}}}\n");
+    const auto joined_warnings = joined(c.warnings);
+    EXPECT_THAT(joined_warnings, HasSubstr("probe_target is unused"));
+}
+
+TEST(ConfigFiles, FileReferencesExpandWhereVariablesDo) {
+    const Files files{{"/s/target", "connect.example.net:3128\n"},
+                      {"/s/token", "t0k3n\n"},
+                      {"/s/url", "tcp://file-proxy:3128\n"}};
+    auto r = load_with_files(R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    default: u
+    via:
+      target: "${file:/s/target}"
+      headers: {X-Token: "Bearer ${file:/s/token}", X-Again: "${file:/s/token}"}
+upstream:
+  u: {servers: ["${file:/s/url}", "tcp://b:1"]}
+)",
+                             files);
+    ASSERT_TRUE(r.has_value()) << joined(r.error());
+    const Config& c = *r;
+    const auto& via = *c.servers.at(0).via;
+    EXPECT_EQ(via.target->to_string(), "connect.example.net:3128");
+    EXPECT_TRUE(via.target_from_file);
+    EXPECT_EQ(via.headers.at(0).value, "Bearer t0k3n");
+    const auto& u = c.upstreams.at(0);
+    EXPECT_EQ(u.members[0].address.host, "file-proxy");
+    EXPECT_TRUE(u.members[0].url_from_file);
+    EXPECT_EQ(u.members[0].url, "${file:/s/url}");  // the metrics label: as written
+    EXPECT_EQ(c.files, (std::vector<std::string>{"/s/target", "/s/token", "/s/url"}));
+
+    // /config shows none of what came from a file.
+    const std::string json = config::to_json(c);
+    for (const char* secret : {"connect.example.net", "t0k3n", "file-proxy"}) {
+        EXPECT_EQ(json.find(secret), std::string::npos) << secret << " in " << json;
+    }
+    const auto root = boost::json::parse(json).as_object();
+    EXPECT_EQ(root.at("servers").at("s").at("via").at("target").as_string(), "<redacted>");
+    EXPECT_EQ(root.at("upstream").at("u").at("servers").at(0).as_string(), "<redacted>");
+    EXPECT_EQ(root.at("upstream").at("u").at("servers").at(1).as_string(), "tcp://b:1");
+}
+
+TEST(ConfigFiles, AMissingFileIsAnErrorNamingThePathNotTheContent) {
+    auto r = load_with_files(
+        "servers: {s: {listen: \"127.0.0.1:1\", via: {headers: {A: \"${file:/s/nope}\"}}}}\n", {});
+    ASSERT_FALSE(r.has_value());
+    EXPECT_TRUE(has_error(r.error(), "servers.s.via.headers.A", 1, "/s/nope")) << joined(r.error());
+
+    // A file whose content breaks a URL: the error does not quote it.
+    auto bad = load_with_files(
+        "servers: {s: {listen: \"127.0.0.1:1\", default: u}}\n"
+        "upstream: {u: \"${file:/s/url}\"}\n",
+        {{"/s/url", "http://secret-host:1"}});
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_TRUE(has_error(bad.error(), "upstream.u", 2, "read from a file"));
+    EXPECT_THAT(joined(bad.error()), Not(HasSubstr("secret-host")));
+}
+
+TEST(ConfigFiles, WithoutAReaderFilesAreRefused) {
+    const auto errors = load_errors(
+        "servers: {s: {listen: \"127.0.0.1:1\", via: {headers: {A: "
+        "\"${file:/etc/hostname}\"}}}}\n");
+    EXPECT_TRUE(has_error(errors, "servers.s.via.headers.A", 1, "reads no file"));
+}
+
+const std::string auth_yaml = R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    via:
+      target: "t.example:443"
+      auth:
+        basic: {username: tpt, password_file: /creds/password}
+)";
+
+TEST(ConfigAuth, BasicAuthBuildsTheProxyAuthorizationHeader) {
+    auto r = load_with_files(auth_yaml, {{"/creds/password", "S3cret-pw\n"}});
+    ASSERT_TRUE(r.has_value()) << joined(r.error());
+    const auto& via = *r->servers.at(0).via;
+    ASSERT_EQ(via.headers.size(), 1U);
+    EXPECT_EQ(via.headers[0].name, "Proxy-Authorization");
+    // RFC 7617 §2: base64("tpt:S3cret-pw"), the newline stripped.
+    EXPECT_EQ(via.headers[0].value, "Basic dHB0OlMzY3JldC1wdw==");
+    ASSERT_TRUE(via.auth.has_value());
+    EXPECT_EQ(via.auth->password_file, "/creds/password");
+    EXPECT_EQ(r->files, (std::vector<std::string>{"/creds/password"}));
+
+    const std::string json = config::to_json(*r);
+    EXPECT_EQ(json.find("S3cret"), std::string::npos);
+    EXPECT_EQ(json.find("dHB0"), std::string::npos);
+    const auto root = boost::json::parse(json).as_object();
+    const auto& basic = root.at("servers").at("s").at("via").at("auth").at("basic");
+    EXPECT_EQ(basic.at("username").as_string(), "<redacted>");
+    EXPECT_EQ(basic.at("password_file").as_string(), "/creds/password");
+    EXPECT_TRUE(basic.at("username_file").is_null());
+}
+
+TEST(ConfigAuth, UsernameFromAFileAndPathsFromTheEnvironment) {
+    auto r = load_with_files(R"(servers:
+  s:
+    listen: "127.0.0.1:1"
+    via:
+      target: "t.example:443"
+      auth: {basic: {username_file: "${CREDS:-/creds}/username", password_file: /creds/password}}
+)",
+                             {{"/creds/username", "user\n"}, {"/creds/password", "pw"}});
+    ASSERT_TRUE(r.has_value()) << joined(r.error());
+    const auto& via = *r->servers.at(0).via;
+    EXPECT_EQ(via.headers.at(0).value, "Basic dXNlcjpwdw==");  // user:pw
+    EXPECT_EQ(via.auth->username_file, std::optional<std::string>("/creds/username"));
+}
+
+TEST(ConfigAuth, Errors) {
+    const Files pw{{"/creds/password", "pw"}, {"/creds/ctl", "p\tw"}};
+    const auto errors_of = [&](const std::string& basic, const std::string& extra = "") {
+        auto r = load_with_files(
+            "servers:\n  s:\n    listen: \"127.0.0.1:1\"\n    via:\n"
+            "      target: \"t:1\"\n" +
+                extra + "      auth: {basic: " + basic + "}\n",
+            pw);
+        return r ? std::vector<ConfigError>{} : r.error();
+    };
+    EXPECT_TRUE(
+        has_error(errors_of("{username: u}"), "servers.s.via.auth.basic", 6, "needs `username`"));
+    EXPECT_TRUE(
+        has_error(errors_of("{username: u, username_file: /x, password_file: /creds/password}"),
+                  "servers.s.via.auth.basic.username_file", 6, "both set"));
+    EXPECT_TRUE(has_error(errors_of("{username: u, password_file: /creds/missing}"),
+                          "servers.s.via.auth.basic.password_file", 6, "/creds/missing"));
+    EXPECT_TRUE(has_error(errors_of("{username: u, password_file: creds/password}"),
+                          "servers.s.via.auth.basic.password_file", 6, "not an absolute path"));
+    EXPECT_TRUE(has_error(errors_of("{username: \"a:b\", password_file: /creds/password}"),
+                          "servers.s.via.auth.basic.username", 6, "colon"));
+    EXPECT_TRUE(has_error(errors_of("{username: u, password_file: /creds/ctl}"),
+                          "servers.s.via.auth.basic.password_file", 6, "control character"));
+    EXPECT_TRUE(has_error(errors_of("{username: u, password: pw}"),
+                          "servers.s.via.auth.basic.password", 6, "unknown key"));
+    EXPECT_TRUE(has_error(errors_of("{username: u, password_file: /creds/password}",
+                                    "      headers: {proxy-authorization: x}\n"),
+                          "servers.s.via.auth", 7, "both set"));
+}
+
+TEST(ConfigAuth, HealthProbesTakeAuthToo) {
+    auto r = load_with_files(R"(servers: {s: {listen: "127.0.0.1:1", default: u}}
+upstream:
+  u:
+    servers: ["tcp://a:1"]
+    health:
+      interval: 5s
+      probe_target: "t.example:443"
+      auth: {basic: {username: p, password_file: /creds/password}}
+)",
+                             {{"/creds/password", "q"}});
+    ASSERT_TRUE(r.has_value()) << joined(r.error());
+    const auto& h = r->upstreams.at(0).health;
+    ASSERT_EQ(h.headers.size(), 1U);
+    EXPECT_EQ(h.headers[0].value, "Basic cDpx");  // p:q
+    const auto root = boost::json::parse(config::to_json(*r)).as_object();
+    const auto& health = root.at("upstream").at("u").at("health");
+    EXPECT_EQ(health.at("headers").at("Proxy-Authorization").as_string(), "<redacted>");
+    EXPECT_EQ(health.at("auth").at("basic").at("username").as_string(), "<redacted>");
+    EXPECT_EQ(health.at("interval").as_string(), "5s");
 }
 
 }  // namespace

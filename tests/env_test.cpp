@@ -1,7 +1,10 @@
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -143,5 +146,126 @@ TEST(Env, ReadsTheProcessEnvironment) {
     unsetenv("TPT_ENV_TEST_SET");
     unsetenv("TPT_ENV_TEST_EMPTY");
 }
+
+// --- ${file:PATH} (SPEC §13) ----------------------------------------------------------------
+
+namespace file_refs {
+
+// A reader over fixed files: a path not in the map is missing; every read is counted.
+struct FakeFiles {
+    std::map<std::string, std::string, std::less<>> files;
+    int reads = 0;
+    tpt::env::FileReader reader() {
+        return [this](std::string_view path) -> tpt::Result<std::string> {
+            ++reads;
+            const auto it = files.find(path);
+            if (it == files.end()) {
+                return tpt::Error{"${file:" + std::string(path) + "}: cannot read: missing"};
+            }
+            return tpt::Result<std::string>{boost::system::in_place_value, it->second};
+        };
+    }
+};
+
+TEST(EnvFile, ExpandsFileContentWithOneTrailingNewlineStripped) {
+    FakeFiles fs{{{"/s/pw", "hunter2\n"},
+                  {"/s/crlf", "hunter2\r\n"},
+                  {"/s/two", "hunter2\n\n"},
+                  {"/s/none", "hunter2"},
+                  {"/s/empty", ""},
+                  {"/s/only_newline", "\n"},
+                  {"/s/dollars", "$A ${B} ${file:/s/pw}"},
+                  {"/creds/pw", "from-dir"}}};
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"${file:/s/pw}", "hunter2"},
+        {"${file:/s/crlf}", "hunter2"},
+        {"${file:/s/two}", "hunter2\n"},  // one newline only
+        {"${file:/s/none}", "hunter2"},
+        {"${file:/s/empty}", ""},
+        {"${file:/s/only_newline}", ""},
+        {"Basic ${file:/s/pw}!", "Basic hunter2!"},
+        {"${file:/s/dollars}", "$A ${B} ${file:/s/pw}"},  // content is never expanded again
+        {"$${file:/s/pw}", "${file:/s/pw}"},              // $$ escapes it
+        // Nested: the path may use the variable forms, a default included.
+        {"${file:${DIR:-/creds}/pw}", "from-dir"},
+        {"${file:/${S_DIR}/pw}", "hunter2"},
+        {"${file:$ROOT/pw}", "hunter2"},
+        // A default stays literal, as it always was (compatibility): no file is read.
+        {"${UNSET:-${file:/s/pw}}", "${file:/s/pw}"},
+        {"${A:-${file:/s/pw}}", "alpha}"},
+    };
+    const auto env = fixed({{"A", "alpha"}, {"S_DIR", "s"}, {"ROOT", "/s"}});
+    for (const auto& [in, out] : cases) {
+        SCOPED_TRACE(in);
+        const auto got = tpt::env::expand(in, env, fs.reader());
+        ASSERT_TRUE(got.has_value()) << got.error().message;
+        EXPECT_EQ(got->value, out);
+    }
+}
+
+TEST(EnvFile, ListsEveryFileReadOnce) {
+    FakeFiles fs{{{"/a", "1"}, {"/b", "2"}}};
+    const auto got = tpt::env::expand("${file:/b}${file:/a}${file:/b}", vars, fs.reader());
+    ASSERT_TRUE(got.has_value()) << got.error().message;
+    EXPECT_EQ(got->value, "212");
+    EXPECT_EQ(got->files, (std::vector<std::string>{"/b", "/a"}));
+    const auto none = tpt::env::expand("${A}", vars, fs.reader());
+    ASSERT_TRUE(none.has_value());
+    EXPECT_TRUE(none->files.empty());
+}
+
+TEST(EnvFile, ErrorsNameThePathNeverTheContent) {
+    FakeFiles fs{{{"/s/pw", "s3cr3t-content"}}};
+    struct Case {
+        std::string text;
+        std::string mentions;
+    };
+    const std::vector<Case> cases = {
+        {"${file:/s/missing}", "/s/missing"}, {"${file:relative/pw}", "must be absolute"},
+        {"${file:}", "must be absolute"},     {"${file:/s/pw", "unterminated"},
+        {"${file:${DIR}/pw}", "DIR"},  // an unset variable in the path
+        {"${file:${DIR/pw}", "unterminated"}, {"${file:/s/pw} ${file:/s/missing}", "/s/missing"},
+    };
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.text);
+        const auto got = tpt::env::expand(c.text, vars, fs.reader());
+        ASSERT_FALSE(got.has_value()) << got->value;
+        EXPECT_NE(got.error().message.find(c.mentions), std::string::npos) << got.error().message;
+        EXPECT_EQ(got.error().message.find("s3cr3t"), std::string::npos) << got.error().message;
+    }
+}
+
+TEST(EnvFile, WithoutAReaderAFileReferenceIsAnError) {
+    const auto got = tpt::env::expand("${file:/etc/passwd}", vars);
+    ASSERT_FALSE(got.has_value());
+    EXPECT_NE(got.error().message.find("not available"), std::string::npos);
+}
+
+// The real reader, on a kubelet-style Secret volume: the file is a symlink through ..data.
+TEST(EnvFile, FileSystemReaderFollowsTheSecretVolumeLayout) {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("tpt-env-test-" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir / "..2026_12_05_00_00_00.1");
+    std::ofstream(dir / "..2026_12_05_00_00_00.1" / "password") << "pw-one\n";
+    fs::create_directory_symlink("..2026_12_05_00_00_00.1", dir / "..data");
+    fs::create_symlink("..data/password", dir / "password");
+    std::ofstream(dir / "big") << std::string(tpt::env::max_file_bytes + 1, 'x');
+    const auto read = tpt::env::file_system();
+
+    const auto got = tpt::env::expand("${file:" + (dir / "password").string() + "}", vars, read);
+    ASSERT_TRUE(got.has_value()) << got.error().message;
+    EXPECT_EQ(got->value, "pw-one");
+    for (const auto& bad : {dir / "missing", dir, dir / "big"}) {
+        SCOPED_TRACE(bad.string());
+        const auto r = read(bad.string());
+        ASSERT_FALSE(r.has_value());
+        EXPECT_NE(r.error().message.find(bad.string()), std::string::npos) << r.error().message;
+        EXPECT_EQ(r.error().message.find("xxxx"), std::string::npos);
+    }
+    fs::remove_all(dir);
+}
+
+}  // namespace file_refs
 
 }  // namespace

@@ -152,4 +152,20 @@ TEST(SubPath, DetectsAFileMountPointWithoutDataDir) {
     EXPECT_FALSE(tpt::reload::is_subpath_mount("", "/etc/tpt/tpt.yaml", false));
 }
 
+// SPEC §13: the hash covers the referenced files' content, whatever order they were read in
+// (a load reads them in YAML order, a change check in path order).
+TEST(ContentHash, CoversReferencedFilesInAnyOrder) {
+    using tpt::reload::FileContent;
+    const std::string text = "servers: {}\n";
+    EXPECT_EQ(tpt::reload::content_hash(text, {}), tpt::config::sha256_hex(text));
+    const std::vector<FileContent> ab{{"/c/a", "1"}, {"/c/b", "2"}};
+    const std::vector<FileContent> ba{{"/c/b", "2"}, {"/c/a", "1"}};
+    EXPECT_EQ(tpt::reload::content_hash(text, ab), tpt::reload::content_hash(text, ba));
+    const std::vector<FileContent> rotated{{"/c/a", "1"}, {"/c/b", "3"}};
+    EXPECT_NE(tpt::reload::content_hash(text, ab), tpt::reload::content_hash(text, rotated));
+    const std::vector<FileContent> unreadable{{"/c/a", "1"}, {"/c/b", std::nullopt}};
+    EXPECT_NE(tpt::reload::content_hash(text, ab), tpt::reload::content_hash(text, unreadable));
+    EXPECT_NE(tpt::reload::content_hash(text, ab), tpt::config::sha256_hex(text));
+}
+
 }  // namespace

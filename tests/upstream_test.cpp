@@ -1,6 +1,9 @@
 #include <chrono>
 #include <fcntl.h>
+#include <initializer_list>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -11,6 +14,8 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
+#include <tpt/config.hpp>
+#include <tpt/metrics.hpp>
 #include <tpt/upstream.hpp>
 
 #include "support.hpp"
@@ -273,6 +278,207 @@ TEST(Resolver, NamesAreAnsweredAtOnceFromTheCacheWhileFresh) {
     EXPECT_FALSE(resolver.first_at_once({"localhost", 8081, false}, Family::v4, 60s));
     EXPECT_FALSE(resolver.first_at_once(name, Family::any, 60s));
     EXPECT_FALSE(resolver.first_at_once(name, Family::v4, 0s));
+}
+
+// --- Pools (SPEC §13) ------------------------------------------------------------------------
+
+// The config of one upstream `u` whose members are `servers` (YAML flow list items).
+std::shared_ptr<const tpt::config::Config> pool_config(const std::string& servers,
+                                                       const std::string& rest = "") {
+    const std::string yaml =
+        "servers: {s: {listen: \"127.0.0.1:1\", default: u}}\n"
+        "upstream:\n  u: {servers: [" +
+        servers + "]" + rest + "}\n";
+    auto r = tpt::config::load(yaml, "pool.yaml",
+                               [](std::string_view) { return std::optional<std::string>{}; });
+    EXPECT_TRUE(r.has_value()) << (r ? std::string() : tpt::config::to_string(r.error()));
+    return std::make_shared<const tpt::config::Config>(std::move(r).value());
+}
+
+struct PoolFixture {
+    explicit PoolFixture(const std::string& servers, const std::string& rest = "")
+        : config(pool_config(servers, rest)),
+          pools(tpt::upstream::make_pools(*config, nullptr, *metrics)) {}
+    const tpt::upstream::Pool& pool() const { return *pools.at(0); }
+    tpt::upstream::Member& member(std::size_t i) const { return pool().member(i); }
+    const tpt::config::HealthCheck& health() const { return config->upstreams.at(0).health; }
+    std::vector<int> order() const {
+        std::array<std::uint8_t, tpt::config::max_members> out{};
+        const auto n = pool().order(out);
+        return {out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n)};
+    }
+    void fail(std::size_t i, int times) const {
+        for (int k = 0; k < times; ++k) {
+            member(i).failed(tpt::Outcome::connect_refused, health(), "test");
+        }
+    }
+
+    std::unique_ptr<tpt::metrics::Metrics> metrics = tpt::metrics::make_metrics("test");
+    std::shared_ptr<const tpt::config::Config> config;
+    std::vector<tpt::upstream::PoolPtr> pools;
+};
+
+const std::string three = R"("tcp://a:1", "tcp://b:1", "tcp://c:1")";
+
+// The servers list of members on 127.0.0.1 at `ports`.
+std::string loopback_members(std::initializer_list<std::uint16_t> ports) {
+    std::string out;
+    for (const auto port : ports) {
+        out += (out.empty() ? "\"" : ", \"") + std::string("tcp://127.0.0.1:") +
+               std::to_string(port) + "\"";
+    }
+    return out;
+}
+
+TEST(PoolOrder, FailoverTriesMembersAsListedAndDownOnesLast) {
+    const PoolFixture f(three, ", health: {interval: 1s, fail_after: 2}");
+    EXPECT_EQ(f.order(), (std::vector<int>{0, 1, 2}));
+    EXPECT_EQ(f.order(), (std::vector<int>{0, 1, 2}));  // no rotation
+    f.fail(0, 2);
+    EXPECT_FALSE(f.member(0).up());
+    EXPECT_EQ(f.order(), (std::vector<int>{1, 2, 0}));
+    f.fail(1, 2);
+    f.fail(2, 2);
+    // All down: every member is still tried, as listed.
+    EXPECT_EQ(f.order(), (std::vector<int>{0, 1, 2}));
+}
+
+TEST(PoolOrder, RoundRobinStartsAtTheNextMemberEachTime) {
+    const PoolFixture f(three, ", strategy: round_robin, health: {interval: 1s, fail_after: 1}");
+    std::array<int, 3> first{};
+    for (int i = 0; i < 300; ++i) {
+        const auto o = f.order();
+        ASSERT_EQ(o.size(), 3U);
+        ++first[static_cast<std::size_t>(o[0])];
+    }
+    EXPECT_EQ(first, (std::array<int, 3>{100, 100, 100}));
+    f.fail(1, 1);
+    for (int i = 0; i < 10; ++i) {
+        const auto o = f.order();
+        EXPECT_NE(o[0], 1);
+        EXPECT_EQ(o[2], 1);
+    }
+}
+
+TEST(PoolOrder, LeastConnectionsPrefersTheMemberWithFewerLiveTunnels) {
+    const PoolFixture f(three, ", strategy: least_connections");
+    tpt::upstream::Lease a1(f.member(0));
+    tpt::upstream::Lease a2(f.member(0));
+    tpt::upstream::Lease c1(f.member(2));
+    for (int i = 0; i < 6; ++i) {
+        EXPECT_EQ(f.order(), (std::vector<int>{1, 2, 0})) << i;
+    }
+    a1.release();
+    a2.release();
+    EXPECT_EQ(f.member(0).live(), 0);
+    tpt::upstream::Lease b1(f.member(1));
+    tpt::upstream::Lease b2 = std::move(b1);  // moved: counted once
+    EXPECT_EQ(f.member(1).live(), 1);
+    EXPECT_EQ(f.order().front(), 0);
+}
+
+TEST(PoolHealth, FailAfterFailuresDownPassAfterSuccessesUp) {
+    const PoolFixture f(R"("tcp://a:1")", ", health: {interval: 1s, fail_after: 3, pass_after: 2}");
+    auto& m = f.member(0);
+    f.fail(0, 2);
+    m.succeeded(f.health());  // a success resets the failure count
+    f.fail(0, 2);
+    EXPECT_TRUE(m.up());
+    f.fail(0, 1);
+    EXPECT_FALSE(m.up());
+    EXPECT_NE(
+        f.metrics->serialize().find(R"(tpt_upstream_member_up{member="tcp://a:1",upstream="u"} 0)"),
+        std::string::npos);
+    m.succeeded(f.health());
+    EXPECT_FALSE(m.up());
+    f.fail(0, 1);  // a failure resets the success count
+    m.succeeded(f.health());
+    EXPECT_FALSE(m.up());
+    m.succeeded(f.health());
+    EXPECT_TRUE(m.up());
+    const auto text = f.metrics->serialize();
+    EXPECT_NE(text.find(R"(tpt_upstream_member_up{member="tcp://a:1",upstream="u"} 1)"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(
+        text.find(
+            R"(tpt_upstream_member_failures_total{member="tcp://a:1",reason="connect_refused",upstream="u"} 6)"),
+        std::string::npos)
+        << text;
+}
+
+TEST(PoolHealth, WithoutProbesADownMemberIsRetriedOnlyAfterAPause) {
+    const PoolFixture f(R"("tcp://a:1", "tcp://b:1")", ", health: {fail_after: 1}");
+    f.fail(0, 1);
+    EXPECT_FALSE(f.member(0).up());
+    EXPECT_FALSE(f.member(0).usable(f.health()));  // passive_retry not over yet
+    EXPECT_EQ(f.order(), (std::vector<int>{1, 0}));
+}
+
+TEST(PoolHealth, MembersThatStayKeepTheirHealthAcrossAReload) {
+    const PoolFixture f(R"("tcp://a:1", "tcp://b:1")", ", health: {interval: 1s, fail_after: 1}");
+    f.fail(0, 1);
+    const auto next = pool_config(R"("tcp://c:1", "tcp://a:1")", ", health: {interval: 1s}");
+    const auto pools = tpt::upstream::make_pools(*next, &f.pools, *f.metrics);
+    EXPECT_EQ(&pools.at(0)->member(1), &f.member(0));
+    EXPECT_FALSE(pools.at(0)->member(1).up());
+    EXPECT_TRUE(pools.at(0)->member(0).up());
+    EXPECT_EQ(pools.at(0)->member(0).url(), "tcp://c:1");
+}
+
+// The pool's walk on loopback: a member that swallows SYNs costs only its share of the
+// deadline, a refusing one nothing, and the connection ends on a listening member.
+TEST(PoolDial, AFailingMemberHandsOverToTheNextWithinOneDeadline) {
+    net::io_context io;
+    const FullListener blackhole(io);
+    tcp::acceptor live(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    const auto servers =
+        loopback_members({blackhole.address().port, closed_port(), live.local_endpoint().port()});
+    const PoolFixture f(servers, ", health: {interval: 1s, fail_after: 1}");
+    tcp::socket socket(io);
+    TestDeadline deadline(io, socket, 3s);
+    tpt::upstream::Dial dial(f.pool(), 60s, false);
+    const auto start = tpt::runtime::Clock::now();
+    const auto r = finish(io, socket, dial, deadline);
+    const auto took = tpt::runtime::Clock::now() - start;
+    ASSERT_EQ(r.outcome, tpt::Outcome::ok) << r.detail;
+    EXPECT_EQ(r.peer.port(), live.local_endpoint().port());
+    // The blackholed member had a third of 3 s.
+    EXPECT_GE(took, 900ms);
+    EXPECT_LT(took, 1500ms);
+    EXPECT_FALSE(f.member(0).up());
+    EXPECT_FALSE(f.member(1).up());
+    EXPECT_TRUE(f.member(2).up());
+    // The next connection goes straight to the live member.
+    tcp::socket again(io);
+    tpt::upstream::Dial next(f.pool(), 60s, false);
+    EXPECT_TRUE(next.at_once(again, tpt::upstream::Resolver(io.get_executor())));
+    EXPECT_EQ(next.peer().port(), live.local_endpoint().port());
+}
+
+TEST(PoolDial, AProxyThatFailsTheConnectExchangeHandsOverToTheNext) {
+    net::io_context io;
+    tcp::acceptor first(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    tcp::acceptor second(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    const auto servers =
+        loopback_members({first.local_endpoint().port(), second.local_endpoint().port()});
+    const PoolFixture f(servers, ", health: {interval: 1s, fail_after: 1}");
+    tcp::socket socket(io);
+    TestDeadline deadline(io, socket, 3s);
+    tpt::upstream::Dial dial(f.pool(), 60s, true);
+    auto r = finish(io, socket, dial, deadline);
+    ASSERT_EQ(r.outcome, tpt::Outcome::ok) << r.detail;
+    EXPECT_EQ(r.peer.port(), first.local_endpoint().port());
+    // A proxy that answered with a status is not the member's fault: no next member.
+    EXPECT_FALSE(dial.proxied(tpt::Outcome::proxy_status, "HTTP/1.1 403 Forbidden"));
+    EXPECT_TRUE(f.member(0).up());
+    // No HTTP answer: a failure, and the next member is left to try.
+    EXPECT_TRUE(dial.proxied(tpt::Outcome::proxy_protocol, "not HTTP"));
+    EXPECT_FALSE(f.member(0).up());
+    r = finish(io, socket, dial, deadline);
+    ASSERT_EQ(r.outcome, tpt::Outcome::ok) << r.detail;
+    EXPECT_EQ(r.peer.port(), second.local_endpoint().port());
+    EXPECT_FALSE(dial.proxied(tpt::Outcome::proxy_protocol, "not HTTP"));  // none left
 }
 
 }  // namespace

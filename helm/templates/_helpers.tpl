@@ -441,6 +441,28 @@ checksum/tpt-config: {{ include "tpt.configChecksum" . | quote }}
 - name: {{ .v.sidecar.containerName | default "tpt" }}-config
   configMap:
     name: {{ include "tpt.mountedConfigMapName" . }}
+{{- include "tpt.secretVolumes" (dict "v" .v "prefix" (.v.sidecar.containerName | default "tpt")) }}
+{{- end -}}
+
+{{/*
+secretMounts as volumes and as volumeMounts (SPEC §13: credential files). Whole directories,
+never subPath: the kubelet's `..data` swap then reaches tpt, which reloads on it. Takes
+(dict "v" values "prefix" volume-name-prefix).
+*/}}
+{{- define "tpt.secretVolumes" -}}
+{{- range $i, $m := .v.secretMounts }}
+- name: {{ $.prefix }}-secret-{{ $i }}
+  secret:
+    secretName: {{ $m.secretName }}
+{{- end }}
+{{- end -}}
+
+{{- define "tpt.secretVolumeMounts" -}}
+{{- range $i, $m := .v.secretMounts }}
+- name: {{ $.prefix }}-secret-{{ $i }}
+  mountPath: {{ $m.mountPath }}
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -513,6 +535,7 @@ The tpt container as one list item. Takes (dict "root" "v" "native" bool "name" 
     - name: {{ $v.sidecar.containerName | default "tpt" }}-config
       mountPath: /etc/tpt
       readOnly: true
+    {{- include "tpt.secretVolumeMounts" (dict "v" $v "prefix" ($v.sidecar.containerName | default "tpt")) | nindent 4 }}
 {{- end -}}
 
 {{- define "tpt.sidecarValues" -}}

@@ -2,6 +2,7 @@
 // Thread affinity: load() runs on the control thread; a Config is read-only once built.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -56,6 +57,17 @@ struct Header {
     friend bool operator==(const Header&, const Header&) = default;
 };
 
+// SPEC §13: `auth: { basic: { username | username_file, password_file } }`. The header it
+// makes (Proxy-Authorization: Basic base64(user:password)) is in the owner's `headers`; what
+// is kept here is for /config, which shows the files and redacts the user name.
+struct BasicAuth {
+    std::string username;                      // after expansion, or the file's content
+    std::optional<std::string> username_file;  // engaged: the user name came from this file
+    std::string password_file;
+
+    friend bool operator==(const BasicAuth&, const BasicAuth&) = default;
+};
+
 // A direct connection's connect_timeout, and a via's when it sets none.
 inline constexpr Duration default_connect_timeout = std::chrono::seconds{30};
 
@@ -70,6 +82,8 @@ struct Via {
     Duration connect_timeout = default_connect_timeout;  // TCP connect + CONNECT response
     Duration stats_interval = std::chrono::seconds{0};   // 0 = off
     std::vector<Header> headers;
+    std::optional<BasicAuth> auth;  // its header is in `headers`
+    bool target_from_file = false;  // `target` used ${file:}: /config shows it redacted
 
     bool is_direct() const noexcept { return !target && !use_sni_as_target; }
     // target_port or the default above; `original` is the transparent connection's port.
@@ -115,12 +129,53 @@ struct Server {
     friend bool operator==(const Server&, const Server&) = default;
 };
 
-// A named upstream from the `upstream:` map (built-ins are not listed here).
-struct Upstream {
-    std::string name;
-    std::string url;  // after env expansion
+// SPEC §13: how a connection orders the healthy members of an upstream.
+enum class Strategy : std::uint8_t { failover, round_robin, least_connections };
+std::string_view to_string(Strategy s) noexcept;
+
+// One server of an upstream.
+struct Member {
+    // After expansion: the `member` label of the metrics. A URL that used ${file:} is kept as
+    // written instead (labels and /config never show what came from a file).
+    std::string url;
+    bool url_from_file = false;
     address::Family family = address::Family::any;
     address::HostPort address;
+
+    friend bool operator==(const Member&, const Member&) = default;
+};
+
+// SPEC §13 `health:`. Passive checks always run (connections count failures and successes);
+// active probes when interval > 0.
+struct HealthCheck {
+    Duration interval = std::chrono::seconds{0};    // 0 = passive only
+    Duration timeout = std::chrono::seconds{2};     // one probe: connect (+ CONNECT answer)
+    std::uint32_t fail_after = 3;                   // consecutive failures -> down
+    std::uint32_t pass_after = 2;                   // consecutive successes -> up
+    std::optional<address::HostPort> probe_target;  // CONNECT to it through the member
+    bool probe_target_from_file = false;
+    std::vector<Header> headers;  // of the probe's CONNECT request (auth's header included)
+    std::optional<BasicAuth> auth;
+
+    friend bool operator==(const HealthCheck&, const HealthCheck&) = default;
+};
+
+// Members per upstream at most: a pool is a handful of proxies, and a connection's walk over
+// them is bounded by this.
+inline constexpr std::size_t max_members = 32;
+
+// A named upstream from the `upstream:` map (built-ins are not listed here): one URL, or a
+// pool (`servers`, `strategy`, `health`).
+struct Upstream {
+    std::string name;
+    // members.front(): the only member of a single URL.
+    std::string url;
+    address::Family family = address::Family::any;
+    address::HostPort address;
+    std::vector<Member> members;  // in file order; never empty
+    bool pool = false;            // written as a map: /config shows it as one
+    Strategy strategy = Strategy::failover;
+    HealthCheck health;
 
     friend bool operator==(const Upstream&, const Upstream&) = default;
 };
@@ -154,6 +209,9 @@ struct Config {
     Duration resolve_interval = std::chrono::seconds{60};
     std::vector<Server> servers;      // in file order
     std::vector<Upstream> upstreams;  // in file order
+    // Every file that ${file:} or `auth` read (paths, each once, sorted): the reload watches
+    // their directories and hashes their content with the config's.
+    std::vector<std::string> files;
     // Non-fatal notes found while loading (e.g. `sni` on a server without `tls: true`, an
     // unused upstream); the caller logs them. Not part of the effective config.
     std::vector<ConfigError> warnings;
@@ -173,10 +231,16 @@ std::string to_string(const ConfigErrors& errors);
 using LoadResult = boost::system::result<Config, ConfigErrors>;
 
 // Parses and fully validates `text` (the content of `file`, used only in messages).
-// Collects every error it can rather than stopping at the first. Never throws.
+// Collects every error it can rather than stopping at the first. Never throws. Files
+// referenced by ${file:} and `auth` are read with `read_file`; an error names the path and
+// never the content.
+LoadResult load(std::string_view text, std::string_view file, const env::Lookup& lookup,
+                const env::FileReader& read_file);
+// As above, reading no file: a reference to one is an error.
 LoadResult load(std::string_view text, std::string_view file, const env::Lookup& lookup);
 
-// The effective config as JSON (Boost.JSON text), header values replaced by "<redacted>".
+// The effective config as JSON (Boost.JSON text). Header values, auth user names and every
+// value that came from a file are "<redacted>".
 std::string to_json(const Config& config);
 
 // Lower-case hex SHA-256 of bytes (the file content; used for change detection and

@@ -39,6 +39,18 @@ public:
 };
 using ListenerMetricsPtr = std::shared_ptr<ListenerMetrics>;
 
+// SPEC §13: tpt_upstream_member_up, tpt_upstream_member_connections_total and
+// tpt_upstream_member_failures_total{reason} of one member of an upstream; same lifetime rule
+// as RouteMetrics. Any thread; connection() takes no lock.
+class MemberMetrics {
+public:
+    virtual ~MemberMetrics() = default;
+    virtual void set_up(bool up) = 0;
+    virtual void connection() = 0;             // a connection was established through it
+    virtual void failure(Outcome reason) = 0;  // a connect or probe failed (rare: locks)
+};
+using MemberMetricsPtr = std::shared_ptr<MemberMetrics>;
+
 class Metrics {
 public:
     virtual ~Metrics() = default;
@@ -47,6 +59,7 @@ public:
     virtual RouteMetricsPtr route(std::string_view server, std::string_view route,
                                   std::string_view upstream) = 0;
     virtual ListenerMetricsPtr listener(std::string_view server, std::string_view listen) = 0;
+    virtual MemberMetricsPtr member(std::string_view upstream, std::string_view member) = 0;
 
     // tpt_maxclients_rejected_total{name}
     virtual void maxclients_rejected(std::string_view server) = 0;

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,9 +35,10 @@ std::string_view to_string(Trigger t) noexcept;
 
 // SPEC §7. Watches dirname(path as given) and, where it differs, dirname(realpath(path)),
 // re-resolved after every batch of events, so it follows write-in-place, rename-over and the
-// Kubernetes ConfigMap `..data` symlink swap. Every event means "maybe changed"; events are
-// coalesced: the callback runs 50 ms after the last event, or at the latest 100 ms after the
-// first one. `why` is inotify or poll.
+// Kubernetes ConfigMap `..data` symlink swap; the same for every file the config references
+// (SPEC §13: a Secret volume is swapped the same way). Every event means "maybe changed";
+// events are coalesced: the callback runs 50 ms after the last event, or at the latest 100 ms
+// after the first one. `why` is inotify or poll.
 class Watcher : public std::enable_shared_from_this<Watcher> {
 public:
     using Callback = std::function<void(Trigger why)>;
@@ -47,6 +49,8 @@ public:
     // inotify: watch the directories (a failure is logged and the poll fallback still runs).
     void start(bool inotify, std::chrono::milliseconds poll_interval);
     void set_poll_interval(std::chrono::milliseconds poll_interval);
+    // The files the config references (config::Config::files), watched like the config.
+    void set_files(std::vector<std::string> files);
     void stop();
 
     // Directories currently watched (for tests and logs).
@@ -61,6 +65,7 @@ private:
 
     net::any_io_executor executor_;
     std::string path_;
+    std::vector<std::string> files_;
     Callback callback_;
     int fd_ = -1;
     std::unique_ptr<net::posix::stream_descriptor> stream_;
@@ -76,8 +81,19 @@ private:
 // A config file read, hashed and fully validated.
 struct Loaded {
     std::shared_ptr<const config::Config> config;
-    std::string sha256;  // of the file's bytes
+    std::string sha256;  // content_hash() of the file and the files it references
 };
+
+// A file the config references and what a load read from it (nullopt: it could not be read).
+struct FileContent {
+    std::string path;
+    std::optional<std::string> content;
+};
+
+// The config's sha256 (GET /config, tpt_config_info, change detection): of the file's bytes
+// alone when it references no file, else of the bytes and every referenced file's path and
+// content, so that a rotated credential in an unchanged config is a change (SPEC §13).
+std::string content_hash(std::string_view text, const std::vector<FileContent>& files);
 
 // Why a file gave no config: the errors as the operator reads them, and how many there are.
 struct LoadFailure {
@@ -87,9 +103,11 @@ struct LoadFailure {
 [[noreturn]] void throw_exception_from_error(const LoadFailure& f,
                                              const boost::source_location& where);
 
-// Reads `path` and loads it (config::load with `lookup`).
+// Reads `path` and loads it (config::load with `lookup`, and `read_file` for ${file:} and
+// auth).
 boost::system::result<Loaded, LoadFailure> load_file(const std::string& path,
-                                                     const env::Lookup& lookup);
+                                                     const env::Lookup& lookup,
+                                                     const env::FileReader& read_file);
 
 // Warns (SPEC §7) when the config file is a subPath mount, which Kubernetes never updates.
 void warn_if_subpath(const std::string& path);
@@ -107,7 +125,8 @@ public:
     };
 
     // `on_trigger` is called for every watcher event and settle retry: it runs the reload.
-    Reloader(net::any_io_executor executor, std::string path, std::string running_sha256,
+    // `running` is the config loaded at start.
+    Reloader(net::any_io_executor executor, std::string path, const Loaded& running,
              std::function<void(Trigger)> on_trigger);
 
     void start(bool watch, std::chrono::milliseconds poll_interval);
@@ -120,16 +139,19 @@ public:
     // POST /reload.
     boost::system::result<Loaded, NoChange> next(Trigger why);
     // What the app did with next()'s config.
-    void applied(const std::string& sha256);
+    void applied(const Loaded& loaded);
     void rejected(const std::string& sha256);
 
 private:
     void settle_later();
+    void remember_failed(std::string sha256, const std::vector<FileContent>& read);
 
     std::string path_;
     std::shared_ptr<Watcher> watcher_;
-    std::string running_;      // hash of the running config
-    std::string last_failed_;  // hash of the content that failed last
+    std::string running_;                     // hash of the running config
+    std::vector<std::string> running_files_;  // the files it references
+    std::string last_failed_;                 // hash of the content that failed last
+    std::vector<std::string> failed_files_;   // the files that load read (or tried to)
     net::steady_timer settle_timer_;
     bool settle_pending_ = false;
     std::function<void(Trigger)> on_trigger_;

@@ -21,6 +21,7 @@
 #include <tpt/config.hpp>
 #include <tpt/metrics.hpp>
 #include <tpt/routing.hpp>
+#include <tpt/upstream.hpp>
 
 namespace tpt::snapshot {
 
@@ -49,13 +50,19 @@ struct Snapshot {
     std::unordered_map<std::string, std::size_t> server_by_listen;  // "host:port" -> index
     std::vector<boost::asio::ip::tcp::endpoint> own_listen;         // every listen address
     admin::HandlersPtr admin_handlers;
-    metrics::Metrics* metrics = nullptr;  // outlives every snapshot
+    metrics::Metrics* metrics = nullptr;   // outlives every snapshot
+    std::vector<upstream::PoolPtr> pools;  // parallel to config->upstreams
+
+    // The pool of an upstream of this snapshot's config.
+    const upstream::Pool& pool(const config::Upstream& u) const noexcept {
+        return *pools[static_cast<std::size_t>(&u - config->upstreams.data())];
+    }
 };
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
 
 // Builds the runtime side of a config. States of servers with the same name in `previous`
-// carry over (active counts, SPEC §7); metrics handles are shared with it where labels are
-// equal.
+// carry over (active counts, SPEC §7), and so do upstream members with the same upstream name
+// and URL (their health, SPEC §13); metrics handles are shared with it where labels are equal.
 SnapshotPtr build(std::shared_ptr<const config::Config> config, std::string sha256,
                   const Snapshot* previous, metrics::Metrics& metrics,
                   admin::HandlersPtr admin_handlers);

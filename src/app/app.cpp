@@ -24,6 +24,7 @@
 #include <tpt/capture.hpp>
 #include <tpt/cli.hpp>
 #include <tpt/config.hpp>
+#include <tpt/connect.hpp>
 #include <tpt/log.hpp>
 #include <tpt/metrics.hpp>
 #include <tpt/reload.hpp>
@@ -31,6 +32,7 @@
 #include <tpt/runtime.hpp>
 #include <tpt/server_set.hpp>
 #include <tpt/snapshot.hpp>
+#include <tpt/upstream.hpp>
 
 namespace tpt::app {
 
@@ -69,6 +71,15 @@ std::string admin_listen_of(const config::Config& cfg) {
     return cfg.admin.listen ? cfg.admin.listen->to_string() : std::string{};
 }
 
+// The active probes' CONNECT exchange (SPEC §13 probe_target): upstream::Prober cannot name
+// the connect module, which comes after it.
+net::awaitable<Outcome> probe_handshake(tcp::socket& socket, std::string target,
+                                        const std::vector<config::Header>& headers,
+                                        runtime::Deadline& deadline) {
+    const auto r = co_await connect::handshake(socket, target, headers, deadline);
+    co_return r.outcome;
+}
+
 class App {
 public:
     App(std::string path, std::string version)
@@ -79,6 +90,7 @@ public:
         const auto workers = std::max(1U, std::thread::hardware_concurrency());
         runtime_ = std::make_unique<runtime::Runtime>(workers);
         servers_ = std::make_unique<server_set::ServerSet>(*runtime_);
+        prober_ = std::make_unique<upstream::Prober>(control_.get_executor(), probe_handshake);
         handlers_ = make_handlers();
 
         auto snap = snapshot::build(first.config, first.sha256, nullptr, *metrics_, handlers_);
@@ -92,7 +104,7 @@ public:
         runtime_->start();
 
         reloader_ =
-            std::make_shared<reload::Reloader>(control_.get_executor(), path_, first.sha256,
+            std::make_shared<reload::Reloader>(control_.get_executor(), path_, first,
                                                [this](reload::Trigger why) { reload_now(why); });
         reloader_->start(first.config->reload.watch, first.config->reload.poll_interval);
         reload::warn_if_subpath(path_);
@@ -176,7 +188,7 @@ private:
         }
         reloader_->set_poll_interval(snap->config->reload.poll_interval);
         publish(snap);
-        reloader_->applied(snap->sha256);
+        reloader_->applied(*loaded);
         report(why, *old, *snap, *applied);
         return {200, snap->sha256 + "\n"};
     }
@@ -238,6 +250,7 @@ private:
         for (const auto& w : cfg.warnings) {
             log::warn("config warning", {{"detail", w.to_string()}});
         }
+        prober_->adopt(snap->pools, cfg.resolve_interval);
         const std::lock_guard lock(mutex_);
         current_ = std::move(snap);
     }
@@ -331,6 +344,7 @@ private:
     std::unique_ptr<metrics::Metrics> metrics_;
     std::unique_ptr<runtime::Runtime> runtime_;
     std::unique_ptr<server_set::ServerSet> servers_;
+    std::unique_ptr<upstream::Prober> prober_;
     admin::HandlersPtr handlers_;
     std::shared_ptr<admin::AdminServer> admin_;
     std::string admin_listen_;
@@ -391,7 +405,7 @@ int run(int argc, const char* const* argv, std::string_view version) {
         return *code;
     }
     const auto& file = std::get<std::string>(path);
-    const auto loaded = reload::load_file(file, env::process_environment());
+    const auto loaded = reload::load_file(file, env::process_environment(), env::file_system());
     if (!loaded) {
         std::cerr << loaded.error().text;
         if (opts.check_config) {

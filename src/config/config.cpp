@@ -44,6 +44,13 @@ std::optional<LogLevel> parse_log_level(std::string_view text) {
     return std::nullopt;
 }
 
+std::string_view to_string(Strategy s) noexcept {
+    // In the order of the enumeration.
+    static constexpr std::array<std::string_view, 3> names{"failover", "round_robin",
+                                                           "least_connections"};
+    return enum_name(names, s, "failover");
+}
+
 bool is_builtin(std::string_view upstream_name) noexcept {
     return upstream_name == builtin_ban || upstream_name == builtin_echo ||
            upstream_name == builtin_health || upstream_name == builtin_original;

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 
 namespace tpt::config {
 
@@ -127,6 +128,17 @@ bool is_valid_utf8(std::string_view text) noexcept {
         i += n;
     }
     return true;
+}
+
+std::string base64(std::string_view bytes) {
+    // EVP_EncodeBlock writes 4 characters per 3 bytes (rounded up) and a NUL.
+    std::string out((bytes.size() + 2) / 3 * 4 + 1, '\0');
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): OpenSSL takes unsigned bytes
+    const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
+    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), in,
+                                  static_cast<int>(bytes.size()));
+    out.resize(static_cast<std::size_t>(n));
+    return out;
 }
 
 std::string normalise_ip(std::string_view text) {

@@ -26,6 +26,9 @@ std::string printable(std::string_view text, std::size_t max_bytes = 200);
 // True when text is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates).
 bool is_valid_utf8(std::string_view text) noexcept;
 
+// RFC 4648 §4 base64 (with padding) of bytes: the credentials of Basic auth (RFC 7617).
+std::string base64(std::string_view bytes);
+
 // The canonical text of an IPv4 or IPv6 literal ("0:0::1" -> "::1"), or text unchanged when
 // it is not one, so equal addresses compare equal as strings.
 std::string normalise_ip(std::string_view text);

@@ -23,20 +23,45 @@ json::value address_json(const std::optional<address::HostPort>& hp) {
     return json::string(hp->to_string());
 }
 
+// Header values are credentials (Proxy-Authorization); only the names are shown.
+json::object headers_json(const std::vector<Header>& headers) {
+    json::object o;
+    for (const auto& h : headers) {
+        o[h.name] = redacted;
+    }
+    return o;
+}
+
+// The files are shown, the user name is not (SPEC §13: nothing that came from auth).
+json::value auth_json(const std::optional<BasicAuth>& auth) {
+    if (!auth) {
+        return nullptr;
+    }
+    json::object basic;
+    basic["username"] = redacted;
+    basic["username_file"] =
+        auth->username_file ? json::value(*auth->username_file) : json::value(nullptr);
+    basic["password_file"] = auth->password_file;
+    json::object o;
+    o["basic"] = std::move(basic);
+    return o;
+}
+
+// A value that came from a file is never shown.
+json::value maybe_secret(json::value v, bool from_file) {
+    return from_file ? json::value(redacted) : v;
+}
+
 json::object via_json(const Via& v) {
     json::object o;
-    o["target"] = address_json(v.target);
+    o["target"] = maybe_secret(address_json(v.target), v.target_from_file);
     o["use_sni_as_target"] = v.use_sni_as_target;
     // null: the connection's default (443 TLS, 80 HTTP, the original port when transparent).
     o["target_port"] = v.target_port ? json::value(*v.target_port) : json::value(nullptr);
     o["connect_timeout"] = duration::format(v.connect_timeout);
     o["stats_interval"] = duration::format(v.stats_interval);
-    // Header values are credentials (Proxy-Authorization); only the names are shown.
-    json::object headers;
-    for (const auto& h : v.headers) {
-        headers[h.name] = redacted;
-    }
-    o["headers"] = std::move(headers);
+    o["headers"] = headers_json(v.headers);
+    o["auth"] = auth_json(v.auth);
     return o;
 }
 
@@ -77,6 +102,34 @@ json::object server_json(const Server& s) {
     return o;
 }
 
+json::object health_json(const HealthCheck& h) {
+    json::object o;
+    o["interval"] = duration::format(h.interval);
+    o["timeout"] = duration::format(h.timeout);
+    o["fail_after"] = h.fail_after;
+    o["pass_after"] = h.pass_after;
+    o["probe_target"] = maybe_secret(address_json(h.probe_target), h.probe_target_from_file);
+    o["headers"] = headers_json(h.headers);
+    o["auth"] = auth_json(h.auth);
+    return o;
+}
+
+// A single URL as the string it was written as; a pool as its map (SPEC §13).
+json::value upstream_json(const Upstream& u) {
+    if (!u.pool) {
+        return maybe_secret(json::string(u.url), u.members.front().url_from_file);
+    }
+    json::array servers;
+    for (const auto& m : u.members) {
+        servers.push_back(maybe_secret(json::string(m.url), m.url_from_file));
+    }
+    json::object o;
+    o["servers"] = std::move(servers);
+    o["strategy"] = to_string(u.strategy);
+    o["health"] = health_json(u.health);
+    return o;
+}
+
 }  // namespace
 
 std::string to_json(const Config& config) {
@@ -110,7 +163,7 @@ std::string to_json(const Config& config) {
 
     json::object upstreams;
     for (const auto& u : config.upstreams) {
-        upstreams[u.name] = u.url;
+        upstreams[u.name] = upstream_json(u);
     }
     root["upstream"] = std::move(upstreams);
     return json::serialize(root);

@@ -182,7 +182,8 @@ struct ListenRef {
 
 class Loader {
 public:
-    Loader(std::string_view file, const env::Lookup& lookup) : file_(file), lookup_(lookup) {}
+    Loader(std::string_view file, const env::Lookup& lookup, const env::FileReader& read_file)
+        : file_(file), lookup_(lookup), read_file_(read_file) {}
 
     LoadResult run(std::string_view text);
 
@@ -206,8 +207,11 @@ private:
     // Typed scalar readers. nullopt after recording an error.
     std::optional<std::string> text(const YAML::Node& node, const std::string& path,
                                     std::string_view what = "a scalar");
+    // Expanded with ${VAR} and ${file:}; *from_file (when given) tells whether a file was read.
     std::optional<std::string> expanded(const YAML::Node& node, const std::string& path,
-                                        std::string_view what = "a scalar");
+                                        std::string_view what = "a scalar",
+                                        bool* from_file = nullptr);
+    void note_file(std::string path);
     // The scalar at `node` given to `parse` (text -> Result<T>); nullopt after recording an
     // error: not a scalar (`what` was expected), or `prefix` and the parser's message.
     template <class Parse>
@@ -255,12 +259,24 @@ private:
     bool sni_key(const Entry& r, SniRoute& route, SniKeys& seen);
     bool sni_value(const Entry& r, SniRoute& route);
     void upstreams(const Entry& e);
+    bool member(const YAML::Node& node, const std::string& path, std::vector<Member>& out);
+    bool pool(const Entry& u, Upstream& up);
+    bool pool_servers(const Entry& f, std::vector<Member>& out);
+    void strategy(const Entry& f, Strategy& out);
+    void health(const Entry& f, HealthCheck& out);
+    void probe_target(const Entry& f, HealthCheck& out);
+    bool auth(const Entry& e, std::optional<BasicAuth>& out, std::vector<Header>& headers);
+    bool basic_auth(const Entry& b, BasicAuth& out, std::string& password);
+    // The content of the file a `*_file` key names (path env-expanded, absolute); nullopt
+    // after recording an error naming the path.
+    std::optional<std::string> secret_file(const Entry& f, std::string& path);
     std::optional<address::HostPort> listen_address(const YAML::Node& node, const std::string& path,
                                                     address::Family protocol);
     void cross_checks();
 
     std::string file_;
     const env::Lookup& lookup_;
+    const env::FileReader& read_file_;
     Config config_;
     std::vector<ConfigError> errors_;
     std::size_t suppressed_errors_ = 0;
@@ -355,10 +371,28 @@ auto Loader::parsed(const YAML::Node& node, const std::string& path, std::string
 }
 
 std::optional<std::string> Loader::expanded(const YAML::Node& node, const std::string& path,
-                                            std::string_view what) {
-    return parsed(node, path, what, "environment expansion: ", [this](const std::string& raw) {
-        return env::expand(raw, lookup_);
+                                            std::string_view what, bool* from_file) {
+    auto e = parsed(node, path, what, "environment expansion: ", [this](const std::string& raw) {
+        return env::expand(raw, lookup_, read_file_);
     });
+    if (!e) {
+        return std::nullopt;
+    }
+    if (from_file != nullptr) {
+        *from_file = !e->files.empty();
+    }
+    for (auto& f : e->files) {
+        note_file(std::move(f));
+    }
+    return std::move(e->value);
+}
+
+void Loader::note_file(std::string path) {
+    auto& files = config_.files;
+    const auto at = std::lower_bound(files.begin(), files.end(), path);
+    if (at == files.end() || *at != path) {
+        files.insert(at, std::move(path));
+    }
 }
 
 std::optional<bool> Loader::boolean(const Entry& e) {
@@ -842,8 +876,9 @@ void Loader::listen_addresses(const Entry& listen, Server& s) {
     }
 }
 
-constexpr std::array<std::string_view, 6> via_keys{
-    "target", "use_sni_as_target", "target_port", "connect_timeout", "stats_interval", "headers"};
+constexpr std::array<std::string_view, 7> via_keys{
+    "target",         "use_sni_as_target", "target_port", "connect_timeout",
+    "stats_interval", "headers",           "auth"};
 
 std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path) {
     if (!node.IsMap()) {
@@ -855,6 +890,7 @@ std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path) 
     const std::vector<Entry> fields = entries(node, path);
     const Entry* target = nullptr;
     const Entry* use_sni = nullptr;
+    const Entry* auth_entry = nullptr;
     for (const Entry& f : fields) {
         if (!contains(via_keys, f.key)) {
             unknown_key(f, via_keys);
@@ -872,13 +908,19 @@ std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path) 
             ok = set_duration(f, v.connect_timeout, false) && ok;
         } else if (f.key == "stats_interval") {
             ok = set_duration(f, v.stats_interval, true) && ok;
+        } else if (f.key == "auth") {
+            auth_entry = &f;
         } else {
             ok = headers(f, v.headers) && ok;
         }
     }
-    // After the loop: the target depends on use_sni_as_target and target_port.
+    // After the loop: the target depends on use_sni_as_target and target_port; auth checks
+    // the headers.
     if (target != nullptr) {
         ok = via_target(*target, v) && ok;
+    }
+    if (auth_entry != nullptr) {
+        ok = auth(*auth_entry, v.auth, v.headers) && ok;
     }
     if (use_sni != nullptr && v.use_sni_as_target && !names_connections(*server_) &&
         !server_->transparent) {
@@ -912,7 +954,7 @@ bool Loader::target_port(const Entry& f, Via& v) {
 }
 
 bool Loader::via_target(const Entry& e, Via& v) {
-    auto t = expanded(e.value, e.path, "a CONNECT target (\"host:port\")");
+    auto t = expanded(e.value, e.path, "a CONNECT target (\"host:port\")", &v.target_from_file);
     if (!t) {
         return false;
     }
@@ -935,7 +977,9 @@ bool Loader::via_target(const Entry& e, Via& v) {
     }
     auto hp = address::parse_host_port(*t);
     if (!hp) {
-        error(e.path, e.value, "bad CONNECT target: " + printable(hp.error().message));
+        error(e.path, e.value,
+              v.target_from_file ? std::string("bad CONNECT target (read from a file)")
+                                 : "bad CONNECT target: " + printable(hp.error().message));
         return false;
     }
     v.target = std::move(hp).value();
@@ -1089,18 +1133,258 @@ void Loader::upstreams(const Entry& e) {
                       "be redefined");
             continue;
         }
-        auto url = expanded(u.value, u.path, "a URL (tcp://host:port)");
-        if (!url) {
+        Upstream up;
+        up.name = u.key;
+        // SPEC §13: a map is a pool; a single URL keeps its meaning (a pool of one).
+        const bool ok = u.value.IsMap() ? pool(u, up) : member(u.value, u.path, up.members);
+        if (!ok || up.members.empty()) {
             continue;
         }
-        auto parsed = address::parse_upstream_url(*url);
-        if (!parsed) {
-            error(u.path, u.value, printable(parsed.error().message));
-            continue;
-        }
-        config_.upstreams.push_back(
-            Upstream{u.key, std::move(*url), parsed->family, parsed->address});
+        const Member& first = up.members.front();
+        up.url = first.url;
+        up.family = first.family;
+        up.address = first.address;
+        config_.upstreams.push_back(std::move(up));
     }
+}
+
+// One URL (`tcp://host:port`, env- and file-expanded) appended to `out`.
+bool Loader::member(const YAML::Node& node, const std::string& path, std::vector<Member>& out) {
+    bool from_file = false;
+    auto url = expanded(node, path, "a URL (tcp://host:port)", &from_file);
+    if (!url) {
+        return false;
+    }
+    auto parsed = address::parse_upstream_url(*url);
+    if (!parsed) {
+        // A URL read from a file is not shown: load errors never carry a file's content.
+        error(path, node,
+              from_file ? std::string("invalid upstream URL (read from a file)")
+                        : printable(parsed.error().message));
+        return false;
+    }
+    Member m{from_file ? node.Scalar() : std::move(*url), from_file, parsed->family,
+             parsed->address};
+    const auto same = std::find_if(out.begin(), out.end(), [&](const Member& o) {
+        return o.url == m.url || (o.address == m.address && o.family == m.family);
+    });
+    if (same != out.end()) {
+        error(path, node, "the same server is listed twice (" + printable(same->url) + ")");
+        return false;
+    }
+    out.push_back(std::move(m));
+    return true;
+}
+
+constexpr std::array<std::string_view, 3> pool_keys{"servers", "strategy", "health"};
+
+bool Loader::pool(const Entry& u, Upstream& up) {
+    up.pool = true;
+    bool have_servers = false;
+    bool ok = true;
+    for (const Entry& f : known_entries(u, pool_keys)) {
+        if (f.key == "servers") {
+            have_servers = true;
+            ok = pool_servers(f, up.members) && ok;
+        } else if (f.key == "strategy") {
+            strategy(f, up.strategy);
+        } else {
+            health(f, up.health);
+        }
+    }
+    if (!have_servers) {
+        error(yaml_child(u.path, "servers"), line_of(u.key_node),
+              "missing: an upstream written as a map needs `servers`, a list of URLs");
+        return false;
+    }
+    return ok;
+}
+
+bool Loader::pool_servers(const Entry& f, std::vector<Member>& out) {
+    if (!f.value.IsSequence() || f.value.size() == 0) {
+        error(f.path, f.value, "expected a non-empty list of URLs (tcp://host:port)");
+        return false;
+    }
+    if (f.value.size() > max_members) {
+        error(f.path, f.value,
+              "at most " + std::to_string(max_members) + " servers per upstream, got " +
+                  std::to_string(f.value.size()));
+        return false;
+    }
+    bool ok = true;
+    std::size_t i = 0;
+    for (auto it = f.value.begin(); it != f.value.end(); ++it, ++i) {
+        ok = member(*it, yaml_index(f.path, i), out) && ok;
+    }
+    return ok;
+}
+
+void Loader::strategy(const Entry& f, Strategy& out) {
+    static constexpr std::array<Strategy, 3> all{Strategy::failover, Strategy::round_robin,
+                                                 Strategy::least_connections};
+    const auto t = text(f.value, f.path, "failover, round_robin or least_connections");
+    if (!t) {
+        return;
+    }
+    const auto it = std::find_if(
+        all.begin(), all.end(), [&](Strategy s) { return to_string(s) == hostname::to_lower(*t); });
+    if (it == all.end()) {
+        error(f.path, f.value,
+              "unknown strategy \"" + printable(*t) +
+                  "\"; expected failover, round_robin or least_connections");
+        return;
+    }
+    out = *it;
+}
+
+constexpr std::array<std::string_view, 7> health_keys{
+    "interval", "timeout", "fail_after", "pass_after", "probe_target", "headers", "auth"};
+
+void Loader::health(const Entry& f, HealthCheck& out) {
+    const Entry* auth_entry = nullptr;
+    const Entry* probe = nullptr;
+    const auto entries = known_entries(f, health_keys);  // outlives the pointers into it
+    for (const Entry& h : entries) {
+        if (h.key == "interval") {
+            set_duration(h, out.interval, true);
+        } else if (h.key == "timeout") {
+            set_duration(h, out.timeout, false);
+        } else if (h.key == "fail_after" || h.key == "pass_after") {
+            set_integer(h, h.key == "fail_after" ? out.fail_after : out.pass_after, 1, 1000,
+                        h.key + " must be between 1 and 1000");
+        } else if (h.key == "probe_target") {
+            probe = &h;
+            probe_target(h, out);
+        } else if (h.key == "headers") {
+            headers(h, out.headers);
+        } else {
+            auth_entry = &h;
+        }
+    }
+    if (auth_entry != nullptr) {
+        auth(*auth_entry, out.auth, out.headers);
+    }
+    if (probe == nullptr && (!out.headers.empty() || out.auth)) {
+        warn(f.path, line_of(f.key_node),
+             "headers and auth are sent only by the CONNECT probe, and there is no probe_target");
+    }
+    if (probe != nullptr && out.interval == Duration::zero()) {
+        warn(probe->path, line_of(probe->key_node),
+             "probe_target is unused: active probes are off (interval is 0s)");
+    }
+}
+
+void Loader::probe_target(const Entry& f, HealthCheck& out) {
+    auto t =
+        expanded(f.value, f.path, "a CONNECT target (\"host:port\")", &out.probe_target_from_file);
+    if (!t) {
+        return;
+    }
+    auto hp = address::parse_host_port(*t);
+    if (!hp) {
+        error(f.path, f.value,
+              out.probe_target_from_file
+                  ? std::string("bad probe target (read from a file)")
+                  : "bad probe target (expected host:port): " + printable(hp.error().message));
+        return;
+    }
+    out.probe_target = std::move(hp).value();
+}
+
+// SPEC §13: `auth: { basic: {...} }` becomes a Proxy-Authorization header in `headers`.
+bool Loader::auth(const Entry& e, std::optional<BasicAuth>& out, std::vector<Header>& headers) {
+    static constexpr std::array<std::string_view, 1> keys{"basic"};
+    const auto schemes = known_entries(e, keys);
+    if (schemes.empty()) {
+        error(e.path, e.value, "expected `basic: {username or username_file, password_file}`");
+        return false;
+    }
+    const auto set = std::find_if(headers.begin(), headers.end(), [](const Header& h) {
+        return hostname::to_lower(h.name) == "proxy-authorization";
+    });
+    if (set != headers.end()) {
+        error(e.path, e.key_node,
+              "auth and a Proxy-Authorization header are both set; use one of them");
+        return false;
+    }
+    BasicAuth a;
+    std::string password;
+    if (!basic_auth(schemes.front(), a, password)) {
+        return false;
+    }
+    headers.push_back(
+        Header{"Proxy-Authorization", "Basic " + base64(a.username + ":" + password)});
+    out = std::move(a);
+    return true;
+}
+
+bool Loader::basic_auth(const Entry& b, BasicAuth& out, std::string& password) {
+    static constexpr std::array<std::string_view, 3> keys{"username", "username_file",
+                                                          "password_file"};
+    const Entry* user = nullptr;
+    const Entry* password_entry = nullptr;
+    const auto entries = known_entries(b, keys);  // outlives the pointers into it
+    for (const Entry& f : entries) {
+        if (f.key == "password_file") {
+            password_entry = &f;
+        } else if (user != nullptr) {
+            error(f.path, f.key_node, "username and username_file are both set; use one of them");
+            return false;
+        } else {
+            user = &f;
+        }
+    }
+    if (user == nullptr || password_entry == nullptr) {
+        error(b.path, b.key_node,
+              "basic auth needs `username` (or `username_file`) and `password_file`");
+        return false;
+    }
+    std::optional<std::string> name;
+    if (user->key == "username") {
+        name = expanded(user->value, user->path, "a user name");
+    } else {
+        out.username_file.emplace();
+        name = secret_file(*user, *out.username_file);
+    }
+    auto pw = secret_file(*password_entry, out.password_file);
+    if (!name || !pw) {
+        return false;
+    }
+    // RFC 7617 §2: the user-id cannot contain a colon, and neither part control characters.
+    // The messages never show either value.
+    if (name->find(':') != std::string::npos || has_control_char(*name)) {
+        error(user->path, user->value, "the user name contains a colon or a control character");
+        return false;
+    }
+    if (has_control_char(*pw)) {
+        error(password_entry->path, password_entry->value,
+              "the password contains a control character (only one trailing newline is "
+              "stripped)");
+        return false;
+    }
+    out.username = std::move(*name);
+    password = std::move(*pw);
+    return true;
+}
+
+std::optional<std::string> Loader::secret_file(const Entry& f, std::string& path) {
+    auto p = parsed(f.value, f.path, "a file path", "environment expansion: ",
+                    [this](const std::string& raw) { return env::expand(raw, lookup_); });
+    if (!p) {
+        return std::nullopt;
+    }
+    if (!p->starts_with('/')) {
+        error(f.path, f.value, "\"" + printable(*p) + "\" is not an absolute path");
+        return std::nullopt;
+    }
+    auto content = env::file_value(read_file_, *p);
+    if (!content) {
+        error(f.path, f.value, printable(content.error().message));
+        return std::nullopt;
+    }
+    note_file(*p);
+    path = std::move(*p);
+    return std::move(*content);
 }
 
 void Loader::cross_checks() {
@@ -1153,9 +1437,17 @@ void Loader::cross_checks() {
 
 }  // namespace
 
-LoadResult load(std::string_view text, std::string_view file, const env::Lookup& lookup) {
-    Loader loader(file, lookup);
+LoadResult load(std::string_view text, std::string_view file, const env::Lookup& lookup,
+                const env::FileReader& read_file) {
+    Loader loader(file, lookup, read_file);
     return loader.run(text);
+}
+
+LoadResult load(std::string_view text, std::string_view file, const env::Lookup& lookup) {
+    const env::FileReader no_files = [](std::string_view path) -> Result<std::string> {
+        return Error{"${file:" + std::string(path) + "}: this load reads no file"};
+    };
+    return load(text, file, lookup, no_files);
 }
 
 }  // namespace tpt::config

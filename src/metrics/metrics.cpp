@@ -75,6 +75,18 @@ public:
                                 .Name("tpt_upstream_connect_duration_seconds")
                                 .Help("Time to connect to the upstream, CONNECT included.")
                                 .Register(registry_)),
+          member_up_(prometheus::BuildGauge()
+                         .Name("tpt_upstream_member_up")
+                         .Help("1 while a member of an upstream is healthy, 0 while it is down.")
+                         .Register(registry_)),
+          member_connections_(prometheus::BuildCounter()
+                                  .Name("tpt_upstream_member_connections_total")
+                                  .Help("Connections established through a member of an upstream.")
+                                  .Register(registry_)),
+          member_failures_(prometheus::BuildCounter()
+                               .Name("tpt_upstream_member_failures_total")
+                               .Help("Failed connects and probes of a member of an upstream.")
+                               .Register(registry_)),
           rejected_(prometheus::BuildCounter()
                         .Name("tpt_maxclients_rejected_total")
                         .Help("Connections closed at accept because the server was full.")
@@ -143,6 +155,9 @@ public:
     Family<Counter>& route_bytes_;
     Family<Counter>& route_errors_;
     Family<Histogram>& connect_duration_;
+    Family<Gauge>& member_up_;
+    Family<Counter>& member_connections_;
+    Family<Counter>& member_failures_;
     Family<Counter>& rejected_;
     Family<Counter>& reloads_;
     Family<Gauge>& last_reload_ok_;
@@ -152,8 +167,10 @@ public:
 
     using RouteKey = std::tuple<std::string, std::string, std::string>;
     using ListenerKey = std::pair<std::string, std::string>;
+    using MemberKey = std::pair<std::string, std::string>;
     std::map<RouteKey, std::weak_ptr<RouteMetrics>> routes_;
     std::map<ListenerKey, std::weak_ptr<ListenerMetrics>> listeners_;
+    std::map<MemberKey, std::weak_ptr<MemberMetrics>> members_;
 
 private:
     std::map<const void*, std::size_t> refs_;
@@ -170,6 +187,33 @@ void forget_entry(Map& map, const Key& key) {
         map.erase(it);
     }
 }
+
+// Counters of one label set by `reason`, each added on its first use: errors are rare, and a
+// reason never seen needs no series.
+class ReasonCounters {
+public:
+    // Takes core.mu_.
+    void increment(Core& core, Family<Counter>& family, Labels labels, Outcome reason) {
+        const std::lock_guard lock(core.mu_);
+        Counter*& counter = slots_.at(static_cast<std::size_t>(reason));
+        if (counter == nullptr) {
+            labels.emplace("reason", std::string(to_string(reason)));
+            counter = &core.acquire(family, labels);
+        }
+        counter->Increment();
+    }
+    // Called with core.mu_ held.
+    void release(Core& core, Family<Counter>& family) {
+        for (Counter* c : slots_) {
+            if (c != nullptr) {
+                core.release(family, *c);
+            }
+        }
+    }
+
+private:
+    std::array<Counter*, outcome_count> slots_{};  // guarded by the core's mu_
+};
 
 // What every handle holds: the core it registers with, and its key in the core's map.
 template <class Key>
@@ -203,11 +247,7 @@ public:
         core_->release(core_->route_bytes_, to_upstream_);
         core_->release(core_->route_bytes_, to_client_);
         core_->release(core_->connect_duration_, connect_);
-        for (Counter* c : errors_) {
-            if (c != nullptr) {
-                core_->release(core_->route_errors_, *c);
-            }
-        }
+        errors_.release(*core_, core_->route_errors_);
         forget_entry(core_->routes_, key_);
     }
 
@@ -231,16 +271,7 @@ public:
         if (!is_route_error(reason)) {
             return;
         }
-        const auto index = static_cast<std::size_t>(reason);
-        // Errors are rare; the lock keeps the lazily added child and its release consistent.
-        const std::lock_guard lock(core_->mu_);
-        Counter*& counter = errors_.at(index);
-        if (counter == nullptr) {
-            Labels l = server_route_labels();
-            l.emplace("reason", std::string(to_string(reason)));
-            counter = &core_->acquire(core_->route_errors_, l);
-        }
-        counter->Increment();
+        errors_.increment(*core_, core_->route_errors_, server_route_labels(), reason);
     }
 
     // Without a lock: prometheus-cpp's Histogram::Observe takes a mutex that every worker's
@@ -291,7 +322,7 @@ private:
     Counter& to_upstream_;
     Counter& to_client_;
     Histogram& connect_;
-    std::array<Counter*, outcome_count> errors_{};  // guarded by core_->mu_
+    ReasonCounters errors_;
     std::array<std::atomic<std::uint64_t>, connect_bounds.size() + 1> pending_buckets_{};
     std::atomic<std::uint64_t> pending_sum_ns_{0};
 };
@@ -325,6 +356,41 @@ private:
     Gauge& maxclients_;
 };
 
+class MemberHandle final : public MemberMetrics, private HandleBase<Core::MemberKey> {
+public:
+    // Called with core->mu_ held.
+    MemberHandle(std::shared_ptr<Core> core, Core::MemberKey key)
+        : HandleBase(std::move(core), std::move(key)),
+          up_(core_->acquire(core_->member_up_, labels())),
+          connections_(core_->acquire(core_->member_connections_, labels())) {
+        up_.Set(1);  // a member is up until it fails (SPEC §13: never refuse on no data)
+    }
+
+    MemberHandle(const MemberHandle&) = delete;
+    MemberHandle& operator=(const MemberHandle&) = delete;
+
+    ~MemberHandle() override {
+        const std::lock_guard lock(core_->mu_);
+        core_->release(core_->member_up_, up_);
+        core_->release(core_->member_connections_, connections_);
+        failures_.release(*core_, core_->member_failures_);
+        forget_entry(core_->members_, key_);
+    }
+
+    void set_up(bool up) override { up_.Set(up ? 1 : 0); }
+    void connection() override { connections_.Increment(); }
+    void failure(Outcome reason) override {
+        failures_.increment(*core_, core_->member_failures_, labels(), reason);
+    }
+
+private:
+    Labels labels() const { return {{"upstream", key_.first}, {"member", key_.second}}; }
+
+    Gauge& up_;
+    Counter& connections_;
+    ReasonCounters failures_;
+};
+
 // The live handle of `key` in `handles`, or a new one (Handle's constructor takes the core and
 // the key) when none lives: while any holder lives, the same labels give the same handle.
 template <class Handle, class Key, class Base>
@@ -354,6 +420,11 @@ public:
     ListenerMetricsPtr listener(std::string_view server, std::string_view listen) override {
         return shared_handle<ListenerHandle>(
             core_, core_->listeners_, Core::ListenerKey{std::string(server), std::string(listen)});
+    }
+
+    MemberMetricsPtr member(std::string_view upstream, std::string_view member) override {
+        return shared_handle<MemberHandle>(
+            core_, core_->members_, Core::MemberKey{std::string(upstream), std::string(member)});
     }
 
     void maxclients_rejected(std::string_view server) override {

@@ -68,7 +68,74 @@ Result<std::string> read_file(const std::string& path) {
     }
     return Result<std::string>{boost::system::in_place_value, ss.str()};
 }
+
+// `inner`, keeping what it read (each path once) for content_hash().
+env::FileReader recording(env::FileReader inner, std::vector<FileContent>& read) {
+    return [inner = std::move(inner), &read](std::string_view path) {
+        auto content = inner(path);
+        const bool seen = std::any_of(read.begin(), read.end(),
+                                      [&](const FileContent& f) { return f.path == path; });
+        if (!seen) {
+            read.push_back(
+                FileContent{std::string(path), content ? std::optional(*content) : std::nullopt});
+        }
+        return content;
+    };
+}
+
+// content_hash() of `text` with the files at `paths` as they are now.
+std::string state_hash(std::string_view text, const std::vector<std::string>& paths) {
+    std::vector<FileContent> read;
+    const auto reader = recording(env::file_system(), read);
+    for (const auto& p : paths) {
+        (void)reader(p);
+    }
+    return content_hash(text, read);
+}
+
+// Adds to `dirs` the directory of `path` as given and, where it is another one, the
+// directory of its real path (SPEC §7).
+void add_directories(const std::string& path, std::vector<std::string>& dirs) {
+    const auto add = [&dirs](const std::string& dir) {
+        const bool known = std::any_of(dirs.begin(), dirs.end(), [&](const std::string& d) {
+            std::error_code ec;
+            return d == dir || fs::equivalent(d, dir, ec);
+        });
+        if (!known) {
+            dirs.push_back(dir);
+        }
+    };
+    add(parent_of(fs::path(path)));
+    std::error_code ec;
+    const auto real = fs::canonical(fs::path(path), ec);
+    if (!ec) {
+        add(parent_of(real));
+    }
+}
 }  // namespace
+
+std::string content_hash(std::string_view text, const std::vector<FileContent>& files) {
+    if (files.empty()) {
+        return config::sha256_hex(text);  // as before SPEC §13: the file's own hash
+    }
+    // Every part with its length, so that no two different inputs give the same bytes; the
+    // files by path, so that the order they were read in does not matter.
+    std::vector<const FileContent*> sorted;
+    for (const auto& f : files) {
+        sorted.push_back(&f);
+    }
+    std::sort(sorted.begin(), sorted.end(),
+              [](const FileContent* a, const FileContent* b) { return a->path < b->path; });
+    std::string all = std::to_string(text.size()) + ':';
+    all += text;
+    for (const FileContent* p : sorted) {
+        const FileContent& f = *p;
+        all += '\0';
+        all += std::to_string(f.path.size()) + ':' + f.path;
+        all += f.content ? std::to_string(f.content->size()) + ':' + *f.content : "unreadable";
+    }
+    return config::sha256_hex(all);
+}
 
 std::string_view to_string(Trigger t) noexcept {
     // In the order of the enumeration.
@@ -87,17 +154,19 @@ void throw_exception_from_error(const Reloader::NoChange& n,
 }
 
 boost::system::result<Loaded, LoadFailure> load_file(const std::string& path,
-                                                     const env::Lookup& lookup) {
-    const auto text = read_file(path);
+                                                     const env::Lookup& lookup,
+                                                     const env::FileReader& read_file) {
+    const auto text = tpt::reload::read_file(path);
     if (!text) {
         return LoadFailure{text.error().message + "\n", 1};
     }
-    auto loaded = config::load(*text, path, lookup);
+    std::vector<FileContent> read;
+    auto loaded = config::load(*text, path, lookup, recording(read_file, read));
     if (!loaded) {
         return LoadFailure{config::to_string(loaded.error()), loaded.error().size()};
     }
     return Loaded{std::make_shared<const config::Config>(std::move(loaded).value()),
-                  config::sha256_hex(*text)};
+                  content_hash(*text, read)};
 }
 
 void warn_if_subpath(const std::string& path) {
@@ -116,15 +185,17 @@ void warn_if_subpath(const std::string& path) {
     }
 }
 
-Reloader::Reloader(net::any_io_executor executor, std::string path, std::string running_sha256,
+Reloader::Reloader(net::any_io_executor executor, std::string path, const Loaded& running,
                    std::function<void(Trigger)> on_trigger)
     : path_(std::move(path)),
       watcher_(std::make_shared<Watcher>(executor, path_, on_trigger)),
-      running_(std::move(running_sha256)),
+      running_(running.sha256),
+      running_files_(running.config->files),
       settle_timer_(executor),
       on_trigger_(std::move(on_trigger)) {}
 
 void Reloader::start(bool watch, std::chrono::milliseconds poll_interval) {
+    watcher_->set_files(running_files_);
     watcher_->start(watch, poll_interval);
 }
 
@@ -144,27 +215,42 @@ boost::system::result<Loaded, Reloader::NoChange> Reloader::next(Trigger why) {
     if (!text) {
         return NoChange{Kind::failed, text.error().message};
     }
-    auto hash = config::sha256_hex(*text);
-    if (!force && (hash == running_ || (hash == last_failed_ && why == Trigger::inotify))) {
+    if (!force && (state_hash(*text, running_files_) == running_ ||
+                   (why == Trigger::inotify && !last_failed_.empty() &&
+                    state_hash(*text, failed_files_) == last_failed_))) {
         return NoChange{Kind::unchanged, running_};
     }
-    auto loaded = config::load(*text, path_, env::process_environment());
+    std::vector<FileContent> read;
+    auto loaded =
+        config::load(*text, path_, env::process_environment(), recording(env::file_system(), read));
+    auto hash = content_hash(*text, read);
     if (!loaded) {
         if (why == Trigger::inotify) {
             settle_later();
             return NoChange{Kind::settling, config::to_string(loaded.error())};
         }
-        last_failed_ = hash;
+        remember_failed(std::move(hash), read);
         return NoChange{Kind::failed, config::to_string(loaded.error())};
     }
-    last_failed_ = hash;  // until applied() says otherwise
+    remember_failed(hash, read);  // until applied() says otherwise
     return Loaded{std::make_shared<const config::Config>(std::move(loaded).value()),
                   std::move(hash)};
 }
 
-void Reloader::applied(const std::string& sha256) {
-    running_ = sha256;
+void Reloader::remember_failed(std::string sha256, const std::vector<FileContent>& read) {
+    last_failed_ = std::move(sha256);
+    failed_files_.clear();
+    for (const auto& f : read) {
+        failed_files_.push_back(f.path);
+    }
+}
+
+void Reloader::applied(const Loaded& loaded) {
+    running_ = loaded.sha256;
+    running_files_ = loaded.config->files;
     last_failed_.clear();
+    failed_files_.clear();
+    watcher_->set_files(running_files_);
 }
 
 void Reloader::rejected(const std::string& sha256) {
@@ -226,6 +312,11 @@ void Watcher::set_poll_interval(std::chrono::milliseconds poll_interval) {
     }
 }
 
+void Watcher::set_files(std::vector<std::string> files) {
+    files_ = std::move(files);
+    rewatch();
+}
+
 void Watcher::stop() {
     stopped_ = true;
     ++poll_generation_;
@@ -248,15 +339,10 @@ void Watcher::rewatch() {
     if (fd_ < 0 || stopped_) {
         return;
     }
-    std::vector<std::string> wanted{parent_of(fs::path(path_))};
-    std::error_code ec;
-    const auto real = fs::canonical(fs::path(path_), ec);
-    if (!ec) {
-        const auto real_dir = parent_of(real);
-        std::error_code ec2;
-        if (!fs::equivalent(real_dir, wanted.front(), ec2)) {
-            wanted.push_back(real_dir);
-        }
+    std::vector<std::string> wanted;
+    add_directories(path_, wanted);
+    for (const auto& f : files_) {
+        add_directories(f, wanted);
     }
     // Drop watches on directories we no longer want (the old ..<timestamp> dir is deleted by
     // the kubelet anyway; its watch then ends with IN_IGNORED).

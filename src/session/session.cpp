@@ -206,6 +206,7 @@ private:
     const snapshot::ServerRuntime& srv_;
     WorkerContext& ctx_;
     snapshot::Admission admission_;
+    upstream::Lease lease_;  // after snap_, whose pools hold the member it counts on
     tcp::endpoint peer_;
     runtime::Clock::time_point start_;
     const routing::Route* route_ = nullptr;
@@ -382,12 +383,12 @@ bool Session::establish_at_once(std::optional<upstream::Dial>& dial) {
     if (route.target == nullptr || through_proxy(route)) {
         return false;
     }
-    const config::Upstream& up = *route.target;
     const auto connect_start = runtime::Clock::now();
-    dial.emplace(up.address, up.family, snap_->config->resolve_interval);
+    dial.emplace(snap_->pool(*route.target), snap_->config->resolve_interval, false);
     if (!dial->at_once(upstream_, ctx_.resolver)) {
         return false;
     }
+    lease_ = dial->lease();
     choose(route);
     upstream_loopback_ = dial->peer().address().is_loopback();
     observe_connect(connect_start);
@@ -498,31 +499,41 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
                                         : config::default_connect_timeout),
                    Outcome::connect_timeout);
     if (!dial) {
-        const bool orig = route.target == nullptr;
-        dial.emplace(orig ? original : route.target->address,
-                     orig ? address::Family::any : route.target->family,
-                     snap_->config->resolve_interval);
-    }
-    const auto connected = co_await dial->finish(upstream_, ctx_.resolver, deadline);
-    upstream_loopback_ = connected.peer.address().is_loopback();
-    if (connected.outcome != Outcome::ok) {
-        log_connect_failure(route, connected);
-        co_return Established{connected.outcome};
-    }
-    if (route.target == nullptr && snapshot::is_own_listen(*snap_, connected.peer)) {
-        co_return Established{Outcome::loop};  // a name that resolved to tpt itself
+        if (route.target == nullptr) {  // `original`: one address, always direct
+            dial.emplace(original, address::Family::any, snap_->config->resolve_interval);
+        } else {
+            dial.emplace(snap_->pool(*route.target), snap_->config->resolve_interval,
+                         through_proxy(route));
+        }
     }
     std::vector<std::uint8_t> leftover;
-    if (through_proxy(route)) {
+    for (;;) {  // SPEC §13: a proxy that fails the CONNECT exchange hands over to the next member
+        const auto connected = co_await dial->finish(upstream_, ctx_.resolver, deadline);
+        upstream_loopback_ = connected.peer.address().is_loopback();
+        if (connected.outcome != Outcome::ok) {
+            log_connect_failure(route, connected);
+            co_return Established{connected.outcome};
+        }
+        if (route.target == nullptr && snapshot::is_own_listen(*snap_, connected.peer)) {
+            co_return Established{Outcome::loop};  // a name that resolved to tpt itself
+        }
+        if (!through_proxy(route)) {
+            break;
+        }
         auto hs =
             co_await connect::handshake(upstream_, names().connect_target, via->headers, deadline);
-        if (hs.outcome != Outcome::ok) {
+        const bool next_member = dial->proxied(hs.outcome, hs.status_line);
+        if (hs.outcome == Outcome::ok) {
+            leftover = std::move(hs.leftover);
+            break;
+        }
+        if (!next_member) {
             log_refused(route, hs);
             names().refusal = hs.status_line;
             co_return Established{hs.outcome};
         }
-        leftover = std::move(hs.leftover);
     }
+    lease_ = dial->lease();
     deadline.stop();
     observe_connect(connect_start);
     auto sent = co_await confirm(in);

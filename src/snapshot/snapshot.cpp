@@ -34,6 +34,8 @@ SnapshotPtr build(std::shared_ptr<const config::Config> config, std::string sha2
     snap->metrics = &metrics;
     snap->admin_handlers = std::move(admin_handlers);
     const auto& cfg = *snap->config;
+    snap->pools =
+        upstream::make_pools(cfg, previous != nullptr ? &previous->pools : nullptr, metrics);
     snap->servers.reserve(cfg.servers.size());
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         const auto& server = cfg.servers[i];

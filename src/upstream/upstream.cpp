@@ -8,6 +8,7 @@
 
 #include <tpt/upstream.hpp>
 
+#include "socket_deadline.hpp"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -195,8 +196,36 @@ net::awaitable<Resolver::Answer> Resolver::resolve(const address::HostPort& hp,
     co_return answer;
 }
 
+Dial::Target Dial::target() const noexcept {
+    if (pool_ == nullptr) {
+        return {host_, family_};
+    }
+    const auto& m = pool_->config().members[order_[at_]];
+    return {&m.address, m.family};
+}
+
+void Dial::prepare() noexcept {
+    if (pool_ != nullptr && count_ == 0) {
+        count_ = static_cast<std::uint8_t>(pool_->order(order_));
+    }
+}
+
+// The member at_ accepted the connection.
+void Dial::connected() {
+    if (pool_ == nullptr) {
+        return;
+    }
+    Member& m = pool_->member(order_[at_]);
+    m.connected(pool_->config().health, through_proxy_);
+    if (pool_->config().strategy == config::Strategy::least_connections) {
+        lease_ = Lease(m);
+    }
+}
+
 bool Dial::at_once(tcp::socket& socket, const Resolver& resolver) {
-    const auto ep = resolver.first_at_once(*host_, family_, refresh_);
+    prepare();
+    const Target t = target();
+    const auto ep = resolver.first_at_once(*t.host, t.family, refresh_);
     if (!ep) {
         return false;
     }
@@ -205,20 +234,80 @@ bool Dial::at_once(tcp::socket& socket, const Resolver& resolver) {
     first_started_ = true;
     first_ec_ = started.ec;
     first_in_progress_ = started.in_progress;
-    return !started.in_progress && !started.ec;
+    if (started.in_progress || started.ec) {
+        return false;
+    }
+    connected();
+    return true;
 }
 
 net::awaitable<ConnectResult> Dial::finish(tcp::socket& socket, Resolver& resolver,
                                            runtime::Deadline& deadline) {
+    if (pool_ == nullptr) {
+        co_return co_await connect_host(socket, resolver, deadline, target());
+    }
+    co_return co_await walk(socket, resolver, deadline);
+}
+
+// SPEC §13: the members in order, each within its share of what is left of the deadline.
+net::awaitable<ConnectResult> Dial::walk(tcp::socket& socket, Resolver& resolver,
+                                         runtime::Deadline& deadline) {
+    prepare();
+    const auto& health = pool_->config().health;
+    ConnectResult result{Outcome::connect_refused, {}, {}};
+    std::string details;
+    for (; at_ < count_; ++at_) {
+        const auto left = static_cast<std::int64_t>(count_ - at_);
+        const auto now = runtime::Clock::now();
+        SocketDeadline share(socket, now + (deadline.at() - now) / left, &deadline);
+        result = co_await connect_host(socket, resolver, share, target());
+        if (result.outcome == Outcome::ok) {
+            connected();
+            co_return result;
+        }
+        Member& m = pool_->member(order_[at_]);
+        m.failed(result.outcome, health, result.detail);
+        details += (details.empty() ? "" : "; ") + m.url() + ": " + result.detail;
+        if (deadline.passed() || runtime::Clock::now() >= deadline.at()) {
+            result.outcome = Outcome::connect_timeout;
+            break;
+        }
+    }
+    result.detail = std::move(details);
+    co_return result;
+}
+
+bool Dial::proxied(Outcome handshake, std::string_view detail) {
+    if (pool_ == nullptr) {
+        return false;
+    }
+    Member& m = pool_->member(order_[at_]);
+    const auto& health = pool_->config().health;
+    if (handshake == Outcome::ok) {
+        m.succeeded(health);
+        return false;
+    }
+    if (handshake != Outcome::proxy_protocol) {
+        return false;
+    }
+    m.failed(handshake, health, detail);
+    lease_.release();
+    ++at_;
+    return at_ < count_;
+}
+
+net::awaitable<ConnectResult> Dial::connect_host(tcp::socket& socket, Resolver& resolver,
+                                                 runtime::Deadline& deadline, Target target) {
     ConnectResult result;
+    const address::HostPort& host = *target.host;
     // Literals and cached names (nearly every connection) cost no timer and no frame.
-    auto answer = resolver.at_once(*host_, family_, refresh_);
+    auto answer = resolver.at_once(host, target.family, refresh_);
     if (!answer) {
         auto resolved =
-            co_await (resolver.resolve(*host_, family_, refresh_) || deadline.reached());
+            co_await (resolver.resolve(host, target.family, refresh_) || deadline.reached());
         if (resolved.index() == 1) {
             result.outcome = Outcome::connect_timeout;
-            result.detail = "timed out resolving " + host_->host;
+            result.detail = "timed out resolving " + host.host;
             co_return result;
         }
         answer = std::get<0>(std::move(resolved));
@@ -242,6 +331,7 @@ net::awaitable<ConnectResult> Dial::finish(tcp::socket& socket, Resolver& resolv
             }
             started = start_connect(socket, ep);
         }
+        first_started_ = false;  // at_once()'s attempt is resumed once, by the first target
         // Not `?:` around co_await: GCC 12 ran the co_await in the branch not taken.
         auto ec = started.ec;
         if (started.in_progress) {
@@ -259,7 +349,7 @@ net::awaitable<ConnectResult> Dial::finish(tcp::socket& socket, Resolver& resolv
     socket.close(ignored);
     if (deadline.passed() || runtime::Clock::now() >= deadline.at()) {
         result.outcome = Outcome::connect_timeout;
-        result.detail = "timed out connecting to " + host_->host;
+        result.detail = "timed out connecting to " + host.host;
     }
     co_return result;
 }
