@@ -82,6 +82,10 @@ class Upstream:
             self.received.append(total)
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
         self.sock.close()
         self.acceptor.join(5)
         for t in self.threads:
