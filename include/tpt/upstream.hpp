@@ -203,6 +203,9 @@ public:
     // follows, and proxied() reports how it went.
     Dial(const Pool& pool, std::chrono::milliseconds refresh, bool through_proxy) noexcept
         : pool_(&pool), refresh_(refresh), through_proxy_(through_proxy) {}
+    // One address, directly: a transparent connection's original destination (SPEC §11),
+    // which needs no text form, no parse and no resolver.
+    explicit Dial(const tcp::endpoint& address) noexcept : address_(address), refresh_(0) {}
 
     // Without waiting: true when `socket` (closed on entry) is connected now; peer() tells
     // where. False: finish() must be awaited, and an attempt may be under way on `socket`.
@@ -240,7 +243,8 @@ private:
     net::awaitable<ConnectResult> walk(tcp::socket& socket, Resolver& resolver,
                                        runtime::Deadline& deadline);
 
-    const address::HostPort* host_ = nullptr;  // one host; else pool_
+    const address::HostPort* host_ = nullptr;  // one host; else pool_; else address_
+    tcp::endpoint address_;
     address::Family family_ = address::Family::any;
     const Pool* pool_ = nullptr;
     std::chrono::milliseconds refresh_;

@@ -217,7 +217,8 @@ private:
     // The access line's names, made only for connections that have one: a plain tunnel
     // holds no string.
     struct Names {
-        std::string sni, connect_target, original_dst;
+        std::string sni, connect_target;
+        std::optional<tcp::endpoint> original_dst;  // formatted only for the access log
         std::string refusal;  // what an explicit proxy's error answer says (SPEC §12)
     };
     std::unique_ptr<Names> names_;
@@ -419,7 +420,7 @@ net::awaitable<Established> Session::establish(std::optional<upstream::Dial> dia
         const auto local = client_.local_endpoint(ec);
         in.original = ec ? std::nullopt : runtime::original_destination(client_, local);
         if (in.original) {
-            names().original_dst = endpoint_text(*in.original);
+            names().original_dst = in.original;
         }
     }
     client_ended_ = in.closed;
@@ -499,7 +500,9 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
                                         : config::default_connect_timeout),
                    Outcome::connect_timeout);
     if (!dial) {
-        if (route.target == nullptr) {  // `original`: one address, always direct
+        if (route.target == nullptr && in.original && !srv_.server->accept_connect) {
+            dial.emplace(*in.original);        // `original` (SPEC §11): one address, always direct
+        } else if (route.target == nullptr) {  // SPEC §12: the CONNECT's host:port, directly
             dial.emplace(original, address::Family::any, snap_->config->resolve_interval);
         } else {
             dial.emplace(snap_->pool(*route.target), snap_->config->resolve_interval,
@@ -550,25 +553,22 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
     co_return Established{Outcome::ok, Next::relay};
 }
 
-// The address of the `original` upstream into `host`, or why there is none: SPEC §11, a
-// transparent connection's original destination; SPEC §12, the CONNECT host:port. tpt's own
-// listen addresses are refused (a loop). Other upstreams: nothing to do.
+// Where the `original` upstream goes, or why it cannot: SPEC §11, a transparent connection's
+// original destination (dialled as the endpoint it is); SPEC §12, the CONNECT host:port, into
+// `host`. tpt's own listen addresses are refused (a loop). Other upstreams: nothing to do.
 std::optional<Outcome> Session::destination(const routing::Route& route, const Inbound& in,
                                             address::HostPort& host) {
     if (route.target != nullptr) {
         return std::nullopt;
     }
-    if (srv_.server->accept_connect) {
-        host = address::HostPort{*in.name, in.connect_port, in.name_is_ipv6};
-    } else if (in.original) {
-        if (snapshot::is_own_listen(*snap_, *in.original)) {
-            return Outcome::loop;
+    if (!srv_.server->accept_connect) {
+        if (!in.original) {
+            return Outcome::no_original_dst;
         }
-        host = address::HostPort{in.original->address().to_string(), in.original->port(),
-                                 in.original->address().is_v6()};
-    } else {
-        return Outcome::no_original_dst;
+        return snapshot::is_own_listen(*snap_, *in.original) ? std::optional(Outcome::loop)
+                                                             : std::nullopt;
     }
+    host = address::HostPort{*in.name, in.connect_port, in.name_is_ipv6};
     boost::system::error_code ec;
     const auto literal = net::ip::make_address(host.host, ec);
     if (!ec && snapshot::is_own_listen(*snap_, tcp::endpoint(literal, host.port))) {
@@ -739,7 +739,7 @@ void Session::finish(Outcome outcome) {
     if (names_) {
         rec.sni = names_->sni;
         rec.connect_target = names_->connect_target;
-        rec.original_dst = names_->original_dst;
+        rec.original_dst = names_->original_dst ? endpoint_text(*names_->original_dst) : "";
     }
     rec.route = route_->key;
     rec.upstream = route_->upstream;

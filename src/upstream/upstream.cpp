@@ -225,7 +225,8 @@ void Dial::connected() {
 bool Dial::at_once(tcp::socket& socket, const Resolver& resolver) {
     prepare();
     const Target t = target();
-    const auto ep = resolver.first_at_once(*t.host, t.family, refresh_);
+    const auto ep = t.host != nullptr ? resolver.first_at_once(*t.host, t.family, refresh_)
+                                      : std::optional(address_);
     if (!ep) {
         return false;
     }
@@ -299,15 +300,15 @@ bool Dial::proxied(Outcome handshake, std::string_view detail) {
 net::awaitable<ConnectResult> Dial::connect_host(tcp::socket& socket, Resolver& resolver,
                                                  runtime::Deadline& deadline, Target target) {
     ConnectResult result;
-    const address::HostPort& host = *target.host;
     // Literals and cached names (nearly every connection) cost no timer and no frame.
-    auto answer = resolver.at_once(host, target.family, refresh_);
+    auto answer = target.host != nullptr ? resolver.at_once(*target.host, target.family, refresh_)
+                                         : std::optional(Resolver::Answer{{address_}, {}});
     if (!answer) {
-        auto resolved =
-            co_await (resolver.resolve(host, target.family, refresh_) || deadline.reached());
+        auto resolved = co_await (resolver.resolve(*target.host, target.family, refresh_) ||
+                                  deadline.reached());
         if (resolved.index() == 1) {
             result.outcome = Outcome::connect_timeout;
-            result.detail = "timed out resolving " + host.host;
+            result.detail = "timed out resolving " + target.host->host;
             co_return result;
         }
         answer = std::get<0>(std::move(resolved));
@@ -349,7 +350,9 @@ net::awaitable<ConnectResult> Dial::connect_host(tcp::socket& socket, Resolver& 
     socket.close(ignored);
     if (deadline.passed() || runtime::Clock::now() >= deadline.at()) {
         result.outcome = Outcome::connect_timeout;
-        result.detail = "timed out connecting to " + host.host;
+        result.detail =
+            "timed out connecting to " +
+            (target.host != nullptr ? target.host->host : address_.address().to_string());
     }
     co_return result;
 }
