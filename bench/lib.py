@@ -8,9 +8,11 @@ backend. Standard library only (and the e2e tests' port allocator); loopback onl
 """
 import json
 import os
+import random
 import re
 import selectors
 import socket
+import statistics
 import struct
 import sys
 import time
@@ -362,5 +364,15 @@ def main(argv):
     raise SystemExit(__doc__)
 
 
+def median_interval(values, resamples=10000, seed=1):
+    """The 2.5th and 97.5th percentiles of the median over bootstrap resamples of `values`:
+    how far the median ratio could be from the true one, given the spread of the rounds."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
+                     for _ in range(resamples))
+    return medians[int(resamples * 0.025)], medians[int(resamples * 0.975) - 1]
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv))
+

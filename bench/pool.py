@@ -15,7 +15,6 @@ ports (net.ipv4.tcp_tw_reuse, 2 by default: loopback only).
 """
 import argparse
 import os
-import random
 import socket
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
 sys.path.insert(0, str(HERE))
 from helpers import EchoUpstream, TptProcess  # noqa: E402
-from lib import free_ports, task_cpu_seconds  # noqa: E402
+from lib import free_ports, median_interval, task_cpu_seconds  # noqa: E402
 
 CONFIG = """version: 1
 log: warn
@@ -68,15 +67,6 @@ def measure(proc, port, n):
     connections(port, n)
     time.sleep(0.2)  # the last tunnels' teardown, counted in this round
     return (task_cpu_seconds([proc.popen.pid]) - before) / n
-
-
-def median_interval(values, resamples=10000, seed=1):
-    """The 2.5th and 97.5th percentiles of the median over bootstrap resamples of `values`:
-    how far the median ratio could be from the true one, given the spread of the rounds."""
-    rng = random.Random(seed)
-    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
-                     for _ in range(resamples))
-    return medians[int(resamples * 0.025)], medians[int(resamples * 0.975) - 1]
 
 
 def own_namespace():

@@ -9,6 +9,8 @@ import re
 import statistics
 import sys
 
+import lib
+
 PEERS = ("haproxy", "haproxy-splice", "nginx")
 MAIN_COLUMNS = ("direct", "tpt", "tpt-base", "tpt-splice") + PEERS
 
@@ -201,6 +203,20 @@ def reload_log_timings(log_text):
     return out
 
 
+def paired_ratio(runs, figure, who, base):
+    """`who` against `base` repetition by repetition (each pair ran back to back): the
+    median of the ratios and its bootstrap 95 % interval, which the ratio of two medians
+    does not give."""
+    a, b = runs.get(figure, {}).get(who, []), runs.get(figure, {}).get(base, [])
+    ratios = [x / y for x, y in zip(a, b) if y]
+    if len(ratios) < 3:
+        return ""
+    low, high = lib.median_interval(ratios)
+    return (f"{who} / {base}, {figure}, repetition by repetition: median "
+            f"{statistics.median(ratios):.3f}, 95 % interval {low:.3f} .. {high:.3f} "
+            f"({len(ratios)} pairs; each pair ran back to back).")
+
+
 def print_report(path, meta):
     runs = load(path)
     med = medians(runs)
@@ -233,7 +249,8 @@ def print_report(path, meta):
         ("Reload at scale", reload_table(runs, med)),
         ("Captured against explicit path", load_table(
             med, "capture", ["explicit", "captured"], "explicit",
-            "Target: the captured path's tpt CPU per connection <= 1.05x the explicit path's.",
+            "Target: the captured path's tpt CPU per connection <= 1.05x the explicit path's. " +
+            paired_ratio(runs, "capture_cpu_us", "captured", "explicit"),
             ratios=("rate", "p99", "cpu_us"))),
         ("Skipped", "\n".join(f"- {who}: {why}" for who, why in
                               med.get("skip", {}).items())),
