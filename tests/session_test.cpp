@@ -104,7 +104,7 @@ public:
             const auto& listen = *snap_->servers[0].listener_metrics.begin();
             auto admission = tpt::snapshot::Admission::admit(*snap_, 0, listen, worker_.sessions());
             EXPECT_TRUE(admission.has_value());
-            tpt::session::start(std::move(s), peer, snap_, 0, std::move(*admission), ctx_);
+            tpt::session::start(std::move(s), peer, {}, snap_, 0, std::move(*admission), ctx_);
             started.set_value();
         });
         started.get_future().wait();

@@ -25,10 +25,12 @@ struct WorkerContext {
 
 // Runs one connection to its end, on the calling worker: starts its phases and returns.
 // `client` is adopted from accept already (runtime::own_descriptor, O_NONBLOCK); `peer` is the
-// client's address (from accept); `admission` counted it in, and counts it out when the
-// session ends. An established tunnel holds the session object and the relay state only:
-// every phase's frame is gone by then.
-void start(tcp::socket client, const tcp::endpoint& peer, snapshot::SnapshotPtr snapshot,
-           std::size_t server_index, snapshot::Admission admission, WorkerContext& ctx);
+// client's address (from accept); `local` the listening address when it is not a wildcard
+// (what getsockname would say; a default endpoint, port 0, when unknown); `admission` counted it
+// in, and counts it out when the session ends. An established tunnel holds the session object and
+// the relay state only: every phase's frame is gone by then.
+void start(tcp::socket client, const tcp::endpoint& peer, const tcp::endpoint& local,
+           snapshot::SnapshotPtr snapshot, std::size_t server_index, snapshot::Admission admission,
+           WorkerContext& ctx);
 
 }  // namespace tpt::session

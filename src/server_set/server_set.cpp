@@ -36,6 +36,9 @@ public:
         auto& a = staged_.emplace_back(staging);
         // Opened on the worker; sized here, so that references to them stay valid.
         listening_.emplace_back(ctx_.worker.executor(), ep.protocol());
+        if (!ep.address().is_unspecified()) {
+            listening_.back().local = ep;  // every accepted socket's local address
+        }
         a.open(ep.protocol());
         a.set_option(net::socket_base::reuse_address(true));
         a.set_option(runtime::ReusePort(true));
@@ -83,6 +86,7 @@ private:
         tcp::socket socket;  // a listening descriptor: the reactor registration to wait on
         net::steady_timer backoff;
         tcp protocol;
+        tcp::endpoint local;  // the bound address when it is not a wildcard; else port 0
     };
 
     void open_on_worker(std::size_t i, int fd) {
@@ -198,10 +202,10 @@ private:
             return;
         }
         runtime::own_descriptor(socket, true);  // accept4 made it O_NONBLOCK
-        dispatch(std::move(socket), peer);
+        dispatch(std::move(socket), peer, listening_[i].local);
     }
 
-    void dispatch(tcp::socket socket, const tcp::endpoint& peer) {
+    void dispatch(tcp::socket socket, const tcp::endpoint& peer, const tcp::endpoint& local) {
         // A reference: the slot changes only by a post to this worker, never during this call,
         // and the session's copy is the one count the connection takes (the count is shared
         // with the other workers, so each change moves its cache line between cores).
@@ -221,7 +225,7 @@ private:
             // "closed at once".
             return;
         }
-        session::start(std::move(socket), peer, snap, index, std::move(*admission), ctx_);
+        session::start(std::move(socket), peer, local, snap, index, std::move(*admission), ctx_);
     }
 
     session::WorkerContext& ctx_;

@@ -102,7 +102,7 @@ public:
         upstream_.close(ignored);
     }
 
-    static void launch(tcp::socket client, const tcp::endpoint& peer,
+    static void launch(tcp::socket client, const tcp::endpoint& peer, const tcp::endpoint& local,
                        snapshot::SnapshotPtr snapshot, std::size_t server_index,
                        snapshot::Admission admission, WorkerContext& ctx) {
         const SessionPtr s(new Session(std::move(client), peer, std::move(snapshot), server_index,
@@ -111,7 +111,7 @@ public:
         if (s->establish_at_once(dial)) {
             return;
         }
-        net::co_spawn(ctx.worker.executor(), s->establish(std::move(dial)), PhasesDone{s});
+        net::co_spawn(ctx.worker.executor(), s->establish(std::move(dial), local), PhasesDone{s});
     }
 
     friend void intrusive_ptr_add_ref(Session* s) noexcept { ++s->refs_; }
@@ -182,7 +182,7 @@ private:
     void observe_connect(runtime::Clock::time_point connect_start);
     void ready_to_relay();
     bool establish_at_once(std::optional<upstream::Dial>& dial);
-    net::awaitable<Established> establish(std::optional<upstream::Dial> dial);
+    net::awaitable<Established> establish(std::optional<upstream::Dial> dial, tcp::endpoint local);
     std::optional<Established> first_bytes_end(const Inbound& in);
     net::awaitable<Established> builtin(const routing::Route& route, Inbound& in);
     net::awaitable<Established> to_upstream(const routing::Route& route, Inbound& in,
@@ -400,7 +400,9 @@ bool Session::establish_at_once(std::optional<upstream::Dial>& dial) {
 
 // Every phase before the relay: first bytes (ClientHello, HTTP head, CONNECT head), route,
 // connect, CONNECT, the explicit proxy's answer, first bytes on.
-net::awaitable<Established> Session::establish(std::optional<upstream::Dial> dial) {
+// `local`: the client socket's local address, or port 0 when it must be asked for.
+net::awaitable<Established> Session::establish(std::optional<upstream::Dial> dial,
+                                               tcp::endpoint local) {
     const config::Server& server = *srv_.server;
     PhaseDeadline deadline(*this);
     Inbound in;
@@ -417,7 +419,9 @@ net::awaitable<Established> Session::establish(std::optional<upstream::Dial> dia
     if (server.transparent) {
         // SPEC §11: where the application was going; nothing when not redirected.
         boost::system::error_code ec;
-        const auto local = client_.local_endpoint(ec);
+        if (local.port() == 0) {  // a wildcard listener: the address the client reached
+            local = client_.local_endpoint(ec);
+        }
         in.original = ec ? std::nullopt : runtime::original_destination(client_, local);
         if (in.original) {
             names().original_dst = in.original;
@@ -754,9 +758,10 @@ void Session::finish(Outcome outcome) {
 
 }  // namespace
 
-void start(tcp::socket client, const tcp::endpoint& peer, snapshot::SnapshotPtr snapshot,
-           std::size_t server_index, snapshot::Admission admission, WorkerContext& ctx) {
-    Session::launch(std::move(client), peer, std::move(snapshot), server_index,
+void start(tcp::socket client, const tcp::endpoint& peer, const tcp::endpoint& local,
+           snapshot::SnapshotPtr snapshot, std::size_t server_index, snapshot::Admission admission,
+           WorkerContext& ctx) {
+    Session::launch(std::move(client), peer, local, std::move(snapshot), server_index,
                     std::move(admission), ctx);
 }
 
