@@ -200,6 +200,9 @@ private:
     // The entries of the map at e.value whose key is `known` and whose value is not null; an
     // unknown key is recorded as an error.
     std::vector<Entry> known_entries(const Entry& e, Keys known);
+    // The same for the map at `node`; *all_known (when given) turns false on an unknown key.
+    std::vector<Entry> known_entries(const YAML::Node& node, const std::string& path, Keys known,
+                                     bool* all_known = nullptr);
     void unknown_key(const Entry& e, Keys known) {
         error(e.path, e.key_node, unknown_key_message(e.key, known));
     }
@@ -333,11 +336,26 @@ std::vector<Entry> Loader::entries(const YAML::Node& node, const std::string& pa
     return out;
 }
 
+// The entry of `key` in `fields`, or nullptr.
+const Entry* find_entry(const std::vector<Entry>& fields, std::string_view key) {
+    const auto it =
+        std::find_if(fields.begin(), fields.end(), [&](const Entry& f) { return f.key == key; });
+    return it == fields.end() ? nullptr : &*it;
+}
+
 std::vector<Entry> Loader::known_entries(const Entry& e, Keys known) {
+    return known_entries(e.value, e.path, known);
+}
+
+std::vector<Entry> Loader::known_entries(const YAML::Node& node, const std::string& path,
+                                         Keys known, bool* all_known) {
     std::vector<Entry> out;
-    for (Entry& f : entries(e.value, e.path)) {
+    for (Entry& f : entries(node, path)) {
         if (!contains(known, f.key)) {
             unknown_key(f, known);
+            if (all_known != nullptr) {
+                *all_known = false;
+            }
         } else if (!f.value.IsNull()) {
             out.push_back(std::move(f));
         }
@@ -741,26 +759,16 @@ void Loader::server(const Entry& e) {
         error(e.path, e.value, "expected a map (listen, default, ...)");
         return;
     }
-    const std::vector<Entry> fields = entries(e.value, e.path);
+    const std::vector<Entry> fields = known_entries(e.value, e.path, server_keys);
     server_ = &s;
-    const Entry* listen = nullptr;
-    const Entry* sni_entry = nullptr;
-    const Entry* via_entry = nullptr;
     for (const Entry& f : fields) {
-        if (!contains(server_keys, f.key)) {
-            unknown_key(f, server_keys);
-        } else if (f.value.IsNull()) {
-            continue;
-        } else if (f.key == "listen") {
-            listen = &f;
-        } else if (f.key == "sni") {
-            sni_entry = &f;
-        } else if (f.key == "via") {
-            via_entry = &f;
-        } else {
+        if (f.key != "listen" && f.key != "sni" && f.key != "via") {
             server_setting(f, s);
         }
     }
+    const Entry* listen = find_entry(fields, "listen");
+    const Entry* sni_entry = find_entry(fields, "sni");
+    const Entry* via_entry = find_entry(fields, "via");
 
     // Read after the loop: they depend on `protocol` and `tls`, which may come later.
     if (listen == nullptr) {
@@ -791,9 +799,8 @@ void Loader::server(const Entry& e) {
 // is not also a TLS, HTTP or transparent listener.
 void Loader::server_modes(const std::vector<Entry>& fields, const Server& s) {
     const auto line_of_key = [&](std::string_view key) {
-        const auto it = std::find_if(fields.begin(), fields.end(),
-                                     [&](const Entry& f) { return f.key == key; });
-        return it == fields.end() ? 0 : line_of(it->key_node);
+        const Entry* f = find_entry(fields, key);
+        return f == nullptr ? 0 : line_of(f->key_node);
     };
     if (s.accept_connect && (s.tls || s.http || s.transparent)) {
         error(yaml_child(yaml_child("servers", s.name), "accept_connect"),
@@ -887,33 +894,23 @@ std::optional<Via> Loader::via(const YAML::Node& node, const std::string& path) 
     }
     Via v;
     bool ok = true;
-    const std::vector<Entry> fields = entries(node, path);
-    const Entry* target = nullptr;
-    const Entry* use_sni = nullptr;
-    const Entry* auth_entry = nullptr;
+    const std::vector<Entry> fields = known_entries(node, path, via_keys, &ok);
     for (const Entry& f : fields) {
-        if (!contains(via_keys, f.key)) {
-            unknown_key(f, via_keys);
-            ok = false;
-        } else if (f.value.IsNull()) {
-            continue;
-        } else if (f.key == "target") {
-            target = &f;
-        } else if (f.key == "use_sni_as_target") {
+        if (f.key == "use_sni_as_target") {
             ok = set_bool(f, v.use_sni_as_target) && ok;
-            use_sni = &f;
         } else if (f.key == "target_port") {
             ok = target_port(f, v) && ok;
         } else if (f.key == "connect_timeout") {
             ok = set_duration(f, v.connect_timeout, false) && ok;
         } else if (f.key == "stats_interval") {
             ok = set_duration(f, v.stats_interval, true) && ok;
-        } else if (f.key == "auth") {
-            auth_entry = &f;
-        } else {
+        } else if (f.key == "headers") {
             ok = headers(f, v.headers) && ok;
         }
     }
+    const Entry* target = find_entry(fields, "target");
+    const Entry* use_sni = find_entry(fields, "use_sni_as_target");
+    const Entry* auth_entry = find_entry(fields, "auth");
     // After the loop: the target depends on use_sni_as_target and target_port; auth checks
     // the headers.
     if (target != nullptr) {
@@ -1094,13 +1091,9 @@ bool Loader::sni_value(const Entry& r, SniRoute& route) {
     static constexpr std::array<std::string_view, 2> keys{"upstream", "via"};
     bool ok = true;
     bool have_upstream = false;
-    for (const Entry& f : entries(r.value, r.path)) {
-        if (!contains(keys, f.key)) {
-            unknown_key(f, keys);
-            ok = false;
-        } else if (f.value.IsNull()) {
-            continue;  // `via: ~` inherits the server's via, as if absent
-        } else if (f.key == "upstream") {
+    // `via: ~` inherits the server's via, as if absent.
+    for (const Entry& f : known_entries(r.value, r.path, keys, &ok)) {
+        if (f.key == "upstream") {
             have_upstream = set_text(f, route.upstream, "an upstream name");
             ok = ok && have_upstream;
             if (have_upstream) {

@@ -220,6 +220,11 @@ template <class Key>
 struct HandleBase {
     HandleBase(std::shared_ptr<Core> core, Key key)
         : core_(std::move(core)), key_(std::move(key)) {}
+    HandleBase(const HandleBase&) = delete;  // a handle owns its registry entries
+    HandleBase& operator=(const HandleBase&) = delete;
+    HandleBase(HandleBase&&) = delete;
+    HandleBase& operator=(HandleBase&&) = delete;
+    ~HandleBase() = default;
     std::shared_ptr<Core> core_;
     Key key_;
 };
@@ -235,9 +240,6 @@ public:
           to_client_(core_->acquire(core_->route_bytes_, direction_labels("to_client"))),
           connect_(
               core_->acquire(core_->connect_duration_, server_route_labels(), connect_buckets())) {}
-
-    RouteHandle(const RouteHandle&) = delete;
-    RouteHandle& operator=(const RouteHandle&) = delete;
 
     ~RouteHandle() override {
         fold_connect();  // the histogram may outlive this handle (shared labels)
@@ -335,9 +337,6 @@ public:
           active_(core_->acquire(core_->active_, labels())),
           maxclients_(core_->acquire(core_->maxclients_, labels())) {}
 
-    ListenerHandle(const ListenerHandle&) = delete;
-    ListenerHandle& operator=(const ListenerHandle&) = delete;
-
     ~ListenerHandle() override {
         const std::lock_guard lock(core_->mu_);
         core_->release(core_->active_, active_);
@@ -365,9 +364,6 @@ public:
           connections_(core_->acquire(core_->member_connections_, labels())) {
         up_.Set(1);  // a member is up until it fails (SPEC §13: never refuse on no data)
     }
-
-    MemberHandle(const MemberHandle&) = delete;
-    MemberHandle& operator=(const MemberHandle&) = delete;
 
     ~MemberHandle() override {
         const std::lock_guard lock(core_->mu_);
