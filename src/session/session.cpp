@@ -188,6 +188,8 @@ private:
     net::awaitable<Established> to_upstream(const routing::Route& route, Inbound& in,
                                             PhaseDeadline& deadline,
                                             std::optional<upstream::Dial>& dial);
+    std::optional<Outcome> plan(const routing::Route& route, const Inbound& in,
+                                address::HostPort& original, std::optional<upstream::Dial>& dial);
     std::optional<Outcome> destination(const routing::Route& route, const Inbound& in,
                                        address::HostPort& host);
     std::optional<std::string> connect_target(const config::Via& via, const Inbound& in) const;
@@ -480,29 +482,23 @@ net::awaitable<Established> Session::builtin(const routing::Route& route, Inboun
     co_return Established{Outcome::ban};
 }
 
-net::awaitable<Established> Session::to_upstream(const routing::Route& route, Inbound& in,
-                                                 PhaseDeadline& deadline,
-                                                 std::optional<upstream::Dial>& dial) {
-    const config::Via* via = route.via;
+// Before the connect: what to ask a proxy for, where `original` goes (into `original` for
+// SPEC §12; the Dial keeps a reference), and the Dial itself unless at_once() made it.
+std::optional<Outcome> Session::plan(const routing::Route& route, const Inbound& in,
+                                     address::HostPort& original,
+                                     std::optional<upstream::Dial>& dial) {
     if (through_proxy(route)) {
-        auto target = connect_target(*via, in);
+        auto target = connect_target(*route.via, in);
         if (!target) {
             // SPEC §11: a transparent connection that was not redirected lacks what it needs.
-            co_return Established{srv_.server->transparent && !in.original
-                                      ? Outcome::no_original_dst
-                                      : Outcome::no_target};
+            return srv_.server->transparent && !in.original ? Outcome::no_original_dst
+                                                            : Outcome::no_target;
         }
         names().connect_target = std::move(*target);
     }
-    address::HostPort original;  // the `original` upstream's address (SPEC §11, §12)
     if (const auto refused = destination(route, in, original)) {
-        co_return Established{*refused};
+        return refused;
     }
-    const auto connect_start = runtime::Clock::now();
-    deadline.start(connect_start + (via != nullptr && route.target != nullptr
-                                        ? via->connect_timeout
-                                        : config::default_connect_timeout),
-                   Outcome::connect_timeout);
     if (!dial) {
         if (route.target == nullptr && in.original && !srv_.server->accept_connect) {
             dial.emplace(*in.original);        // `original` (SPEC §11): one address, always direct
@@ -513,6 +509,22 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
                          through_proxy(route));
         }
     }
+    return std::nullopt;
+}
+
+net::awaitable<Established> Session::to_upstream(const routing::Route& route, Inbound& in,
+                                                 PhaseDeadline& deadline,
+                                                 std::optional<upstream::Dial>& dial) {
+    const config::Via* via = route.via;
+    address::HostPort original;  // the `original` upstream's host:port (SPEC §12)
+    if (const auto refused = plan(route, in, original, dial)) {
+        co_return Established{*refused};
+    }
+    const auto connect_start = runtime::Clock::now();
+    deadline.start(connect_start + (via != nullptr && route.target != nullptr
+                                        ? via->connect_timeout
+                                        : config::default_connect_timeout),
+                   Outcome::connect_timeout);
     std::vector<std::uint8_t> leftover;
     for (;;) {  // SPEC §13: a proxy that fails the CONNECT exchange hands over to the next member
         const auto connected = co_await dial->finish(upstream_, ctx_.resolver, deadline);
