@@ -355,10 +355,12 @@ def profiled(run, peer, label, action):
     if not lib.wait_for(lambda: os.path.exists(data), 30):
         raise SystemExit(f"perf record did not start on {peer.name}")
     try:
-        action()
+        result = action()
     finally:
         rec.send_signal(signal.SIGINT)
         rec.wait(60)
+    if isinstance(result, dict) and "connections" in result:  # a loadgen report
+        label += f" ({result['connections']} connections)"  # to compare profiles per connection
     views = [perf_report(data, "dso"), perf_report(data, "dso,sym")]
     with open(data[:-5] + ".txt", "w") as f:
         f.write("\n\n".join("\n".join(v) for v in views) + "\n")

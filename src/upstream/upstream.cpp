@@ -242,12 +242,13 @@ bool Dial::at_once(tcp::socket& socket, const Resolver& resolver) {
     return true;
 }
 
+// Not a coroutine itself: the awaitable of the one that does the work, one frame less.
 net::awaitable<ConnectResult> Dial::finish(tcp::socket& socket, Resolver& resolver,
                                            runtime::Deadline& deadline) {
     if (pool_ == nullptr) {
-        co_return co_await connect_host(socket, resolver, deadline, target());
+        return connect_host(socket, resolver, deadline, target());
     }
-    co_return co_await walk(socket, resolver, deadline);
+    return walk(socket, resolver, deadline);
 }
 
 // SPEC §13: the members in order, each within its share of what is left of the deadline.
@@ -259,9 +260,13 @@ net::awaitable<ConnectResult> Dial::walk(tcp::socket& socket, Resolver& resolver
     std::string details;
     for (; at_ < count_; ++at_) {
         const auto left = static_cast<std::int64_t>(count_ - at_);
-        const auto now = runtime::Clock::now();
-        SocketDeadline share(socket, now + (deadline.at() - now) / left, &deadline);
-        result = co_await connect_host(socket, resolver, share, target());
+        if (left == 1) {  // the last member's share is all that is left: no timer of its own
+            result = co_await connect_host(socket, resolver, deadline, target());
+        } else {
+            const auto now = runtime::Clock::now();
+            SocketDeadline share(socket, now + (deadline.at() - now) / left, &deadline);
+            result = co_await connect_host(socket, resolver, share, target());
+        }
         if (result.outcome == Outcome::ok) {
             connected();
             co_return result;
