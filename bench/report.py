@@ -105,8 +105,19 @@ def main_table(med):
     return md_table(header, rows) if rows else ""
 
 
-def ab_table(med):
-    """tpt against tpt-base on every figure both have: "no figure worse than 3 %"."""
+def paired(a, b):
+    """The median of a[i] / b[i] (measured in the same repetition) and its bootstrap 95 %
+    interval, as text; "-" with fewer than 3 pairs."""
+    ratios = [x / y for x, y in zip(a, b) if y]
+    if len(ratios) < 3:
+        return "-"
+    low, high = lib.median_interval(ratios)
+    return f"{statistics.median(ratios):.3f}x ({low:.3f} .. {high:.3f})"
+
+
+def ab_table(runs, med):
+    """tpt against tpt-base on every figure both have: "no figure worse than 3 %". The last
+    column pairs the runs of one repetition (the two ran one after the other)."""
     rows = []
     for fig, by in sorted(med.items()):
         spec = next((f for f in MAIN_FIGURES if f[0] == fig), None)
@@ -123,8 +134,10 @@ def ab_table(med):
             change = (by[who] / b - 1) * (1 if larger else -1)
             rows.append([f"{fig} ({who})", f"{b:,.4g}", f"{by[who]:,.4g}",
                          f"{by[who] / b:.3f}x", f"{change * 100:+.1f} %",
-                         "worse by > 3 %" if change < -0.03 else "ok"])
-    header = ["figure", "tpt-base", "tpt", "tpt / base", "better (+) / worse (-)", "3 % rule"]
+                         "worse by > 3 %" if change < -0.03 else "ok",
+                         paired(runs[fig][who], runs[fig][base_who])])
+    header = ["figure", "tpt-base", "tpt", "tpt / base", "better (+) / worse (-)", "3 % rule",
+              "tpt / base per repetition: median (95 %)"]
     return md_table(header, rows) if rows else ""
 
 
@@ -229,7 +242,7 @@ def print_report(path, meta):
     sections = [
         ("Against the peers", main_table(med)),
         ("Peer settings", "\n".join(f"- {k}: {v}" for k, v in SETTINGS.items())),
-        ("tpt against tpt-base (A/B)", ab_table(med)),
+        ("tpt against tpt-base (A/B)", ab_table(runs, med)),
         ("System calls per SNI connection", syscall_table(med)),
         ("HTTP Host routing", load_table(med, "http", ["direct", "tpt", "haproxy"], "haproxy",
                                          ratios=("rate", "p99", "cpu_us"))),

@@ -42,6 +42,8 @@
 #                      also tpt during RELOADS reloads and during the one-at-a-time CONNECT
 #                      load through squid: e.g. "tpt nginx" [none]; needs KEEP=1 to keep the
 #                      perf.data files (the flat .txt views are kept beside them)
+#   SYSCALLS=strace    count system calls with strace -c (its file shows the calls that failed,
+#                      EAGAIN included) instead of perf's tracepoints [perf where it works]
 #   KEEP=1             keep the temp dir (configs, logs, raw outputs, results.jsonl)
 set -euo pipefail
 

@@ -17,6 +17,7 @@
 #include <tpt/tunnel.hpp>
 
 #include "inbound.hpp"
+#include <sys/socket.h>
 
 namespace tpt::session {
 
@@ -194,9 +195,15 @@ private:
                                        address::HostPort& host);
     std::optional<std::string> connect_target(const config::Via& via, const Inbound& in) const;
     net::awaitable<Outcome> confirm(const Inbound& in);
+    net::awaitable<Outcome> confirm_tunnel(Inbound& in, PhaseDeadline& deadline);
+    std::optional<Outcome> connected_to(const routing::Route& route,
+                                        const upstream::ConnectResult& connected);
     net::awaitable<Outcome> sni_matches(Inbound& in, PhaseDeadline& deadline);
+    bool forward_now(const Inbound& in, const std::vector<std::uint8_t>& leftover,
+                     std::size_t& done);
     net::awaitable<Outcome> forward_first(const Inbound& in,
-                                          const std::vector<std::uint8_t>& leftover);
+                                          const std::vector<std::uint8_t>& leftover,
+                                          std::size_t done);
     void answer_failure(Outcome why);
     void log_connect_failure(const routing::Route& route, const upstream::ConnectResult& r);
     void log_refused(const routing::Route& route, const connect::HandshakeResult& r);
@@ -517,6 +524,7 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
                                                  std::optional<upstream::Dial>& dial) {
     const config::Via* via = route.via;
     address::HostPort original;  // the `original` upstream's host:port (SPEC §12)
+    const bool fresh = !dial;    // else establish_at_once() started its first attempt
     if (const auto refused = plan(route, in, original, dial)) {
         co_return Established{*refused};
     }
@@ -526,15 +534,19 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
                                         : config::default_connect_timeout),
                    Outcome::connect_timeout);
     std::vector<std::uint8_t> leftover;
+    // The first address without waiting: on loopback, and to any peer that answers the SYN
+    // within connect(), the connection is up without a coroutine step.
+    bool up_at_once = fresh && dial->at_once(upstream_, ctx_.resolver);
     for (;;) {  // SPEC §13: a proxy that fails the CONNECT exchange hands over to the next member
-        const auto connected = co_await dial->finish(upstream_, ctx_.resolver, deadline);
-        upstream_loopback_ = connected.peer.address().is_loopback();
-        if (connected.outcome != Outcome::ok) {
-            log_connect_failure(route, connected);
-            co_return Established{connected.outcome};
+        upstream::ConnectResult connected;
+        if (up_at_once) {  // not `?:` around co_await (GCC 12)
+            connected.peer = dial->peer();
+            up_at_once = false;
+        } else {
+            connected = co_await dial->finish(upstream_, ctx_.resolver, deadline);
         }
-        if (route.target == nullptr && snapshot::is_own_listen(*snap_, connected.peer)) {
-            co_return Established{Outcome::loop};  // a name that resolved to tpt itself
+        if (const auto failed = connected_to(route, connected)) {
+            co_return Established{*failed};
         }
         if (!through_proxy(route)) {
             break;
@@ -555,18 +567,33 @@ net::awaitable<Established> Session::to_upstream(const routing::Route& route, In
     lease_ = dial->lease();
     deadline.stop();
     observe_connect(connect_start);
-    auto sent = co_await confirm(in);
-    if (sent == Outcome::ok && srv_.server->sni_must_match && srv_.server->accept_connect) {
-        sent = co_await sni_matches(in, deadline);
+    auto sent = Outcome::ok;
+    if (srv_.server->accept_connect) {
+        sent = co_await confirm_tunnel(in, deadline);
     }
-    if (sent == Outcome::ok) {
-        sent = co_await forward_first(in, leftover);
+    std::size_t done = 0;
+    if (sent == Outcome::ok && !forward_now(in, leftover, done)) {
+        sent = co_await forward_first(in, leftover, done);
     }
     if (sent != Outcome::ok) {
         co_return Established{sent};
     }
     ready_to_relay();
     co_return Established{Outcome::ok, Next::relay};
+}
+
+// After each connect: the outcome that ends the session (a failure, or a loop), or nothing.
+std::optional<Outcome> Session::connected_to(const routing::Route& route,
+                                             const upstream::ConnectResult& connected) {
+    upstream_loopback_ = connected.peer.address().is_loopback();
+    if (connected.outcome != Outcome::ok) {
+        log_connect_failure(route, connected);
+        return connected.outcome;
+    }
+    if (route.target == nullptr && snapshot::is_own_listen(*snap_, connected.peer)) {
+        return Outcome::loop;  // a name that resolved to tpt itself
+    }
+    return std::nullopt;
 }
 
 // Where the `original` upstream goes, or why it cannot: SPEC §11, a transparent connection's
@@ -631,6 +658,16 @@ net::awaitable<Outcome> Session::confirm(const Inbound& /*in*/) {
     co_return ec ? Outcome::client_reset : Outcome::ok;
 }
 
+// An explicit proxy's tunnel to an upstream: confirmed, then with sni_must_match the hello
+// that follows is checked (sni_matches).
+net::awaitable<Outcome> Session::confirm_tunnel(Inbound& in, PhaseDeadline& deadline) {
+    const auto sent = co_await confirm(in);
+    if (sent != Outcome::ok || !srv_.server->sni_must_match) {
+        co_return sent;
+    }
+    co_return co_await sni_matches(in, deadline);
+}
+
 // SPEC §12 sni_must_match: the ClientHello the client opens its tunnel with (read now, within
 // client_hello_timeout, if it did not come with the CONNECT head) must name the host the route
 // was chosen by. Bytes that are no ClientHello, or a hello without a name, pass.
@@ -658,10 +695,37 @@ net::awaitable<Outcome> Session::sni_matches(Inbound& in, PhaseDeadline& deadlin
 
 // SPEC §4.6: the bytes read before routing go upstream first, unchanged; bytes that followed
 // the proxy's answer go to the client (SPEC §9).
-net::awaitable<Outcome> Session::forward_first(const Inbound& in,
-                                               const std::vector<std::uint8_t>& leftover) {
+// The first bytes in one send() without waiting, when the upstream socket takes them whole
+// (a new connection's send buffer is empty) and nothing goes back to the client: true when
+// all is done. Else `done` bytes went, and forward_first() does the rest.
+bool Session::forward_now(const Inbound& in, const std::vector<std::uint8_t>& leftover,
+                          std::size_t& done) {
+    if (!leftover.empty()) {
+        return false;
+    }
     if (!in.bytes.empty()) {
-        auto [ec, n] = co_await net::async_write(upstream_, net::buffer(in.bytes), use_tuple);
+        const auto n = ::send(upstream_.native_handle(), in.bytes.data(), in.bytes.size(),
+                              MSG_NOSIGNAL | MSG_DONTWAIT);
+        done = n > 0 ? static_cast<std::size_t>(n) : 0;  // an error: async_write reports it
+        counters_.to_upstream += done;
+        if (done != in.bytes.size()) {
+            return false;
+        }
+    }
+    if (in.closed) {
+        boost::system::error_code ignored;
+        upstream_.shutdown(tcp::socket::shutdown_send, ignored);
+    }
+    return true;
+}
+
+// `done`: the bytes of in.bytes forward_now() sent already.
+net::awaitable<Outcome> Session::forward_first(const Inbound& in,
+                                               const std::vector<std::uint8_t>& leftover,
+                                               std::size_t done) {
+    if (in.bytes.size() > done) {
+        auto [ec, n] = co_await net::async_write(
+            upstream_, net::buffer(in.bytes.data() + done, in.bytes.size() - done), use_tuple);
         if (ec) {
             co_return Outcome::upstream_reset;
         }
