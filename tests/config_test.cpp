@@ -962,6 +962,19 @@ TEST(ConfigHostile, StrayCommaAtDocumentLevelIsAnErrorNotAHang) {
     }
 }
 
+// A block map root whose column-0 lines are all its keys is loaded with one parse; any
+// other column-0 line (`---`, `...`, a stray `,`) still takes the full document count.
+TEST(ConfigHostile, ASecondDocumentAfterABlockMapIsStillFound) {
+    for (const std::string yaml :
+         {"servers: {}\n...\nservers: {}\n", "servers: {}\n--- \nservers: {}\n",
+          "version: 1\nservers: {}\n...\n,\n", "version: 1\n# c\nservers: {}\n---\n"}) {
+        SCOPED_TRACE(yaml);
+        const auto errors = load_errors(yaml);
+        ASSERT_EQ(errors.size(), 1U) << joined(errors);
+        EXPECT_THAT(errors[0].message, HasSubstr("content after the first YAML document"));
+    }
+}
+
 TEST(ConfigHostile, DeepNesting) {
     expect_rejected_quietly(std::string(100000, '['));
     expect_rejected_quietly(std::string(100000, '[') + std::string(100000, ']'));

@@ -159,6 +159,44 @@ DocumentCount count_documents(const std::string& text) {
     return out;
 }
 
+// True when `text` can hold no second document, so that count_documents() (a second parse
+// of the whole text, as costly as the load) is not needed: its first document's root is a
+// block map and every line that starts in column 0 (not blank, not a comment) is one of that
+// map's keys. A second document needs a line the root does not account for (`---`, `...`, a
+// directive, a stray `,` ending the map); flow and scalar roots, and a line that starts with
+// a tab, take the full count.
+bool one_document(const std::string& text, const YAML::Node& root) {
+    if (!root.IsMap() || root.Style() != YAML::EmitterStyle::Block) {
+        return false;
+    }
+    std::vector<int> key_lines;
+    key_lines.reserve(root.size());
+    for (const auto& kv : root) {
+        const YAML::Mark m = kv.first.Mark();
+        if (m.is_null()) {
+            return false;
+        }
+        if (m.column == 0) {
+            key_lines.push_back(m.line);
+        }
+    }
+    std::sort(key_lines.begin(), key_lines.end());
+    int line = 0;
+    for (std::size_t at = 0; at < text.size(); ++line) {
+        const std::size_t end = std::min(text.find('\n', at), text.size());
+        const char c = text[at];
+        if (c == '\t') {
+            return false;
+        }
+        if (at < end && c != ' ' && c != '#' && c != '\r' &&
+            !std::binary_search(key_lines.begin(), key_lines.end(), line)) {
+            return false;
+        }
+        at = end + 1;
+    }
+    return true;
+}
+
 struct Entry {
     std::string key;
     YAML::Node key_node;
@@ -504,13 +542,17 @@ LoadResult Loader::run(std::string_view text_in) {
     }
     try {
         const std::string text(text_in);
-        const DocumentCount docs = count_documents(text);
+        YAML::Node root = YAML::Load(text);  // the first document only
+        const DocumentCount docs =
+            one_document(text, root) ? DocumentCount{1, 0} : count_documents(text);
         if (docs.count > 1) {
             error("", docs.second_line,
                   "content after the first YAML document (a second `---` document or a stray "
                   "`,`); a config is exactly one document");
         } else {
-            const YAML::Node root = docs.count == 0 ? YAML::Node{} : YAML::Load(text);
+            if (docs.count == 0) {
+                root = YAML::Node{};
+            }
             if (root.IsNull()) {
                 error("", line_of(root),
                       "the config is empty; expected a map with at least `servers`");
