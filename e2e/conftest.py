@@ -1,5 +1,7 @@
 """pytest fixtures: the built tpt binary, started on temp configs and always stopped."""
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,6 +10,28 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import REPO_ROOT, TptProcess  # noqa: E402
 from tls_peers import Pki  # noqa: E402
+
+
+def root_netns_tables():
+    """The nftables tables of the namespace pytest runs in, or None when they cannot be read
+    (not root, no nft)."""
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        return None
+    proc = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30)
+    return set(proc.stdout.splitlines()) if proc.returncode == 0 else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_rules_leak_into_this_namespace():
+    """Capture tests install their rules in namespaces of their own: a table left in the one
+    pytest runs in would redirect this machine's own traffic (port 443 to a closed port) and
+    charge conntrack to every later benchmark. Fails the session if one appears."""
+    before = root_netns_tables()
+    yield
+    after = root_netns_tables()
+    if before is not None and after is not None:
+        assert after <= before, f"nftables tables left in the test runner's namespace: " \
+                                f"{sorted(after - before)}"
 
 
 @pytest.fixture(scope="session")
