@@ -189,6 +189,17 @@ class TptProcess:
         return self.popen.returncode
 
 
+def end_holder(holder, timeout=10.0):
+    """Ends a namespace holder (a process that reads its stdin until EOF): closes its stdin,
+    then kills it if it has not exited within `timeout`."""
+    holder.stdin.close()
+    try:
+        holder.wait(timeout)
+    except subprocess.TimeoutExpired:
+        holder.kill()
+        holder.wait(timeout)
+
+
 def _admin_block(config_text):
     m = re.search(r"^admin:\s*\n((?:[ \t]+.*\n?)*)", config_text, re.M)
     return m.group(1) if m else ""

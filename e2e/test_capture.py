@@ -27,7 +27,7 @@ import subprocess
 
 import pytest
 
-from helpers import REPO_ROOT, capture_skip_reason, wait_until
+from helpers import REPO_ROOT, capture_skip_reason, end_holder, wait_until
 
 PY = "/usr/bin/python3"
 APP_UID = 1000
@@ -73,12 +73,7 @@ class Netns:
         return self.check(["nft", "list", "ruleset"])
 
     def close(self):
-        self.holder.stdin.close()
-        try:
-            self.holder.wait(10)
-        except subprocess.TimeoutExpired:
-            self.holder.kill()
-            self.holder.wait(10)
+        end_holder(self.holder)
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (TptProcess, access_records, capture_skip_reason, free_port, metric_value,
-                     wait_access, wait_until)
+from helpers import (TptProcess, access_records, capture_skip_reason, end_holder, free_port,
+                     metric_value, wait_access, wait_until)
 from proxy_peers import Squid
 from tls_peers import Pki, TlsServer, _ThreadedServer, recv_head
 
@@ -75,12 +75,7 @@ class Inside:
     def leave(self):
         _setns(self.home)
         os.close(self.home)
-        self.holder.stdin.close()
-        try:
-            self.holder.wait(10)
-        except subprocess.TimeoutExpired:
-            self.holder.kill()
-            self.holder.wait(10)
+        end_holder(self.holder)
 
 
 def as_app(*cmd):

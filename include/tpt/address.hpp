@@ -26,6 +26,9 @@ struct HostPort {
     friend bool operator==(const HostPort&, const HostPort&) = default;
 };
 
+// "host:port" without a HostPort to hold them, brackets around an IPv6 literal.
+std::string host_port_text(std::string_view host, std::uint16_t port, bool ipv6_literal);
+
 // "1.2.3.4:80", "[::1]:80", "example.com:443". Port 1..65535 (0 allowed only when
 // allow_port_zero, for listen addresses in tests). Rejects a missing port, an unbracketed
 // IPv6 literal, an empty host, a host that is neither an IP literal nor a valid DNS name

@@ -64,11 +64,18 @@ Result<Family> parse_family(std::string_view text) {
 }
 
 std::string HostPort::to_string() const {
+    return host_port_text(host, port, is_ipv6_literal);
+}
+
+std::string host_port_text(std::string_view host, std::uint16_t port, bool ipv6_literal) {
     std::string out;
-    if (is_ipv6_literal) {
-        out = "[" + host + "]";
-    } else {
-        out = host;
+    out.reserve(host.size() + 8);
+    if (ipv6_literal) {
+        out += '[';
+    }
+    out += host;
+    if (ipv6_literal) {
+        out += ']';
     }
     out += ':';
     out += std::to_string(port);

@@ -40,12 +40,6 @@ bool through_proxy(const routing::Route& route) noexcept {
     return route.target != nullptr && route.via != nullptr && !route.via->is_direct();
 }
 
-// "host:port", with brackets around an IPv6 literal.
-std::string host_port(std::string_view host, bool ipv6, std::uint16_t port) {
-    return ipv6 ? "[" + std::string(host) + "]:" + std::to_string(port)
-                : std::string(host) + ":" + std::to_string(port);
-}
-
 // SPEC §12: the status an explicit proxy answers a failure with, and its reason phrase.
 std::string_view answer_status(Outcome why) noexcept {
     switch (why) {
@@ -627,7 +621,7 @@ std::optional<Outcome> Session::destination(const routing::Route& route, const I
 std::optional<std::string> Session::connect_target(const config::Via& via,
                                                    const Inbound& in) const {
     if (srv_.server->accept_connect) {
-        return host_port(*in.name, in.name_is_ipv6, in.connect_port);
+        return address::host_port_text(*in.name, in.connect_port, in.name_is_ipv6);
     }
     const auto original_port = in.original ? std::optional(in.original->port()) : std::nullopt;
     if (via.use_sni_as_target && in.name && srv_.server->transparent && !original_port &&
@@ -635,7 +629,8 @@ std::optional<std::string> Session::connect_target(const config::Via& via,
         return std::nullopt;  // the name's port is the original one, and there is none
     }
     if (via.use_sni_as_target && in.name) {
-        return host_port(*in.name, in.name_is_ipv6, via.port_for(in.http, original_port));
+        return address::host_port_text(*in.name, via.port_for(in.http, original_port),
+                                       in.name_is_ipv6);
     }
     if (via.use_sni_as_target && in.original) {
         return endpoint_text(*in.original);
